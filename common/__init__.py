@@ -1,0 +1,1 @@
+"""Shared library of the latent-action study: configuration, dataset I/O, simulation, tracking."""

@@ -1,0 +1,225 @@
+"""Typed parameters: each params.yaml section loads into a frozen dataclass.
+
+Every problem in a section (unknown keys, missing keys, wrong types, values out of range) is collected and
+reported at once, each with the field, the value and how to fix it. Defaults live in params.yaml only: the
+dataclasses declare types, never fallback values, so nothing deep in the code can drift from the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Iterator, Literal, TypeVar, get_args, get_origin
+
+import yaml
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a parameter: where, what value, and how to fix it."""
+
+    field: str
+    value: Any
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        shown = "<missing>" if self.value is _MISSING else repr(self.value)
+        return f"{self.field} = {shown}: {self.message}. Fix: {self.fix}"
+
+
+class ParamsError(ValueError):
+    """A params file, or one of its sections, does not match the declared parameters."""
+
+    def __init__(self, source: str, problems: list[Problem]):
+        self.source = source
+        self.problems = problems
+        lines = [f"{source}: {len(problems)} problem(s) in the parameters:"]
+        lines += [f"  - {p}" for p in problems]
+        super().__init__("\n".join(lines))
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISSING = _Missing()
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a params file into a dict, with a clear error for a missing or malformed file."""
+    if not path.is_file():
+        raise ParamsError(str(path), [Problem("<file>", str(path), "no such file", "pass --params FILE")])
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ParamsError(str(path), [Problem("<file>", str(path), f"not valid YAML ({exc})", "fix the syntax")])
+    if not isinstance(data, dict):
+        raise ParamsError(
+            str(path), [Problem("<file>", type(data).__name__, "top level is not a mapping", "use `section: {...}`")]
+        )
+    return data
+
+
+def load_section(path: Path, section: str, cls: type[T]) -> T:
+    """Load `section` of the params file at `path` into the frozen dataclass `cls`."""
+    data = read_yaml(path)
+    if section not in data:
+        hint = _closest(section, data)
+        raise ParamsError(
+            str(path),
+            [Problem(section, _MISSING, "section is missing", f"add a `{section}:` section{hint}")],
+        )
+    return from_dict(cls, data[section], prefix=section, source=str(path))
+
+
+def from_dict(cls: type[T], raw: Any, prefix: str, source: str = "<params>") -> T:
+    """Build the dataclass `cls` from plain data, raising ParamsError with every problem found."""
+    problems: list[Problem] = []
+    value = _convert(cls, raw, prefix, problems)
+    if not problems:
+        problems.extend(_semantic_problems(value, prefix))
+    if problems:
+        raise ParamsError(source, problems)
+    return value
+
+
+def _convert(tp: Any, raw: Any, field: str, problems: list[Problem]) -> Any:
+    """Convert `raw` to type `tp`; append problems instead of raising so all are reported together."""
+    if dataclasses.is_dataclass(tp):
+        return _convert_dataclass(tp, raw, field, problems)
+    origin = get_origin(tp)
+    if origin is Literal:
+        choices = get_args(tp)
+        if raw not in choices:
+            hint = _closest(str(raw), [str(c) for c in choices])
+            problems.append(Problem(field, raw, f"must be one of {list(choices)}", f"pick one of them{hint}"))
+        return raw
+    if origin in (typing.Union, types.UnionType):
+        options = get_args(tp)
+        if raw is None and type(None) in options:
+            return None
+        inner = [o for o in options if o is not type(None)]
+        if len(inner) == 1:
+            return _convert(inner[0], raw, field, problems)
+        raise TypeError(f"unsupported union type for {field}: {tp}")
+    if origin in (list, tuple):
+        if not isinstance(raw, list):
+            problems.append(Problem(field, raw, f"expected a list, got {type(raw).__name__}", "write a YAML list"))
+            return raw
+        args = get_args(tp)
+        item_type = args[0] if args else Any
+        items = [_convert(item_type, item, f"{field}[{i}]", problems) for i, item in enumerate(raw)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(raw, dict):
+            problems.append(Problem(field, raw, f"expected a mapping, got {type(raw).__name__}", "write `key: value`"))
+            return raw
+        key_type, value_type = get_args(tp)
+        return {
+            _convert(key_type, k, f"{field}.<key>", problems): _convert(value_type, v, f"{field}.{k}", problems)
+            for k, v in raw.items()
+        }
+    return _convert_scalar(tp, raw, field, problems)
+
+
+def _convert_dataclass(cls: Any, raw: Any, field: str, problems: list[Problem]) -> Any:
+    if not isinstance(raw, dict):
+        problems.append(Problem(field, raw, f"expected a mapping, got {type(raw).__name__}", "write `key: value` lines"))
+        return None
+    hints = typing.get_type_hints(cls)
+    fields = [f.name for f in dataclasses.fields(cls) if f.init]
+    for key in raw:
+        if key not in fields:
+            hint = _closest(str(key), fields)
+            problems.append(Problem(f"{field}.{key}", raw[key], "unknown key", f"remove it or rename it{hint}"))
+    values = {}
+    for name in fields:
+        if name not in raw:
+            example = _example(hints[name])
+            problems.append(Problem(f"{field}.{name}", _MISSING, "required key is missing", f"add `{name}: {example}`"))
+            continue
+        values[name] = _convert(hints[name], raw[name], f"{field}.{name}", problems)
+    if len(values) < len(fields) or any(p.field.startswith(f"{field}.") for p in problems):
+        return None
+    return cls(**values)
+
+
+def _convert_scalar(tp: Any, raw: Any, field: str, problems: list[Problem]) -> Any:
+    # bool is a subclass of int in Python: reject it explicitly where a number is expected.
+    if tp is bool:
+        if isinstance(raw, bool):
+            return raw
+        problems.append(Problem(field, raw, f"expected true/false, got {type(raw).__name__}", "write true or false"))
+    elif tp is int:
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        problems.append(Problem(field, raw, f"expected an integer, got {type(raw).__name__}", "write a whole number"))
+    elif tp is float:
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            return float(raw)
+        problems.append(Problem(field, raw, f"expected a number, got {type(raw).__name__}", "write a number, e.g. 0.5"))
+    elif tp is str:
+        if isinstance(raw, str):
+            return raw
+        problems.append(Problem(field, raw, f"expected a string, got {type(raw).__name__}", "quote the value"))
+    elif tp is Path:
+        if isinstance(raw, str) and raw:
+            return Path(raw)
+        problems.append(Problem(field, raw, "expected a non-empty path", "write a relative or absolute path"))
+    elif tp is Any:
+        return raw
+    else:
+        raise TypeError(f"unsupported parameter type for {field}: {tp}")
+    return raw
+
+
+def _semantic_problems(value: Any, prefix: str) -> Iterator[Problem]:
+    """Ask each dataclass (nested ones too) for its own range checks via an optional `problems()` method."""
+    if not dataclasses.is_dataclass(value):
+        return
+    for f in dataclasses.fields(value):
+        child = getattr(value, f.name)
+        if dataclasses.is_dataclass(child):
+            yield from _semantic_problems(child, f"{prefix}.{f.name}")
+    check = getattr(value, "problems", None)
+    if callable(check):
+        for p in check():
+            yield dataclasses.replace(p, field=f"{prefix}.{p.field}")
+
+
+def _closest(word: str, options: Any) -> str:
+    match = difflib.get_close_matches(word, [str(o) for o in options], n=1)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def _example(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return str(get_args(tp)[0])
+    if origin in (list, tuple):
+        return "[...]"
+    if dataclasses.is_dataclass(tp) or origin is dict:
+        return "{...}"
+    return {bool: "true", int: "<integer>", float: "<number>", str: "<text>", Path: "<path>"}.get(tp, "<value>")
+
+
+def to_dict(value: Any) -> dict[str, Any]:
+    """The plain-data form of a params dataclass, for tracking and metadata (paths as strings)."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, Path):
+            return str(v)
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return {k: plain(v) for k, v in dataclasses.asdict(value).items()}

@@ -1,0 +1,108 @@
+"""Check a demonstration file end to end before anything trains on it.
+
+Every problem is reported with the demo and field it concerns; reading every dataset in full also catches files
+whose header survived a truncation but whose data did not.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import h5py
+import numpy as np
+
+from common.demos import schema as S
+from common.demos.reader import DemoReader
+
+MAX_REPORTED = 25
+
+
+def validate_file(path: Path) -> S.DatasetMeta:
+    """Validate every demo of the file at `path`; return its metadata or raise DatasetError listing problems."""
+    with DemoReader(path) as reader:
+        problems: list[str] = []
+        if not reader.names:
+            problems.append(f"group '{S.DATA}': holds no demo_<i> groups")
+        for name in reader.names:
+            problems.extend(f"{name}/{p}" for p in _demo_problems(reader, name))
+            if len(problems) >= MAX_REPORTED:
+                break
+        if problems:
+            shown = "\n  - ".join(problems[:MAX_REPORTED])
+            raise S.DatasetError(
+                f"{path}: {len(problems)}{'+' if len(problems) >= MAX_REPORTED else ''} problem(s):\n  - {shown}\n"
+                "Next step: delete the file and rerun `dvc repro collect` (or fix the file's producer)"
+            )
+        return reader.meta
+
+
+def _read(group: h5py.Group, key: str) -> tuple[np.ndarray | None, str | None]:
+    """Read a dataset in full; return (array, None) or (None, what went wrong)."""
+    if key not in group:
+        return None, f"{key}: missing"
+    try:
+        return group[key][()], None
+    except (OSError, RuntimeError, KeyError) as exc:
+        return None, f"{key}: unreadable ({exc}); the file is truncated or corrupt"
+
+
+def _demo_problems(reader: DemoReader, name: str) -> Iterator[str]:
+    meta = reader.meta
+    try:
+        demo = reader.group(name)
+        obs = demo[S.OBS] if S.OBS in demo else None
+    except (OSError, RuntimeError, KeyError) as exc:
+        yield f"unreadable ({exc}); the file is truncated or corrupt"
+        return
+    actions, error = _read(demo, S.ACTIONS)
+    if error:
+        yield error
+        return
+    if not np.issubdtype(actions.dtype, np.floating):
+        yield f"{S.ACTIONS}: dtype {actions.dtype}, expected float32"
+    if actions.ndim != 2 or actions.shape[1] != meta.action_space.dim or actions.shape[0] == 0:
+        yield f"{S.ACTIONS}: shape {actions.shape}, expected (T>0, {meta.action_space.dim})"
+        return
+    length = actions.shape[0]
+    if np.issubdtype(actions.dtype, np.floating) and not np.isfinite(actions).all():
+        yield f"{S.ACTIONS}: {int((~np.isfinite(actions)).sum())} NaN/inf value(s)"
+    declared = demo.attrs.get(S.ATTR_NUM_SAMPLES)
+    if declared is not None and int(declared) != length:
+        yield f"attrs/{S.ATTR_NUM_SAMPLES}: {int(declared)}, but {S.ACTIONS} has {length} steps"
+    if not reader.instruction(name).strip():
+        yield f"attrs/{S.ATTR_INSTRUCTION}: missing or empty language instruction"
+    if not reader.is_libero:
+        split = demo.attrs.get(S.ATTR_SPLIT)
+        if split not in S.SPLITS:
+            yield f"attrs/{S.ATTR_SPLIT}: {split!r}, expected one of {list(S.SPLITS)}"
+    if obs is None:
+        yield f"{S.OBS}: missing"
+        return
+    height, width = meta.image_size
+    for camera in meta.cameras:
+        frames, error = _read(obs, camera + S.RGB_SUFFIX)
+        where = f"{S.OBS}/{camera}{S.RGB_SUFFIX}"
+        if error:
+            yield f"{S.OBS}/{error}"
+        elif frames.dtype != np.uint8:
+            yield f"{where}: dtype {frames.dtype}, expected uint8"
+        elif frames.shape != (length, height, width, 3):
+            yield f"{where}: shape {frames.shape}, expected {(length, height, width, 3)} (T from {S.ACTIONS})"
+    for key in meta.proprio_keys:
+        values, error = _read(obs, key)
+        if error:
+            yield f"{S.OBS}/{error}"
+        elif not np.issubdtype(values.dtype, np.floating):
+            yield f"{S.OBS}/{key}: dtype {values.dtype}, expected float32"
+        elif values.shape[0] != length:
+            yield f"{S.OBS}/{key}: {values.shape[0]} steps, but {S.ACTIONS} has {length}"
+        elif not np.isfinite(values).all():
+            yield f"{S.OBS}/{key}: {int((~np.isfinite(values)).sum())} NaN/inf value(s)"
+    flags = (S.DONES,) if reader.is_libero else (S.SUCCESS, S.DONES)
+    for key in flags:
+        values, error = _read(demo, key)
+        if error:
+            yield error
+        elif values.shape != (length,):
+            yield f"{key}: shape {values.shape}, expected ({length},)"

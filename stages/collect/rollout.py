@@ -1,0 +1,153 @@
+"""Expert rollouts in worker processes, scheduled so that the output does not depend on timing.
+
+Each task tries layouts 0, 1, 2, ... in order until it has enough successful episodes. Attempts are submitted in
+waves (first exactly the number needed, then one more per failure) and their results are consumed in
+submission order, so the same seed yields the same episodes in the same order with 1 or N workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import multiprocessing.util
+from concurrent.futures import ProcessPoolExecutor
+from typing import Callable, Iterator
+
+import numpy as np
+
+from common.demos.schema import Episode
+from common.sim import ACTION_SPACE, PROPRIO_KEYS, MetaWorldSim, sample_layout
+from common.tasks import task_info
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One expert attempt: a task on one layout."""
+
+    task: str
+    layout_id: int
+    max_steps: int
+    cameras: tuple[str, ...]
+    image_size: int
+    seed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    """What one attempt produced; `episode` is set only when the expert succeeded."""
+
+    job: Job
+    success: bool
+    steps: int
+    episode: Episode | None
+
+
+_sim: MetaWorldSim | None = None  # one environment per worker process, rebuilt when the task changes
+
+
+def _close_simulator() -> None:
+    global _sim
+    if _sim is not None:
+        _sim.close()
+        _sim = None
+
+
+def _simulator(job: Job) -> MetaWorldSim:
+    global _sim
+    if _sim is None:
+        # Close the GL context while the process is still whole: EGL objects finalised during interpreter
+        # teardown raise noisy errors.
+        multiprocessing.util.Finalize(None, _close_simulator, exitpriority=100)
+    elif (_sim.task, _sim.cameras, _sim.image_size) != (job.task, job.cameras, job.image_size):
+        _close_simulator()
+    if _sim is None:
+        _sim = MetaWorldSim(job.task, job.cameras, job.image_size)
+    return _sim
+
+
+def run_expert(job: Job) -> Attempt:
+    """Roll out the scripted expert on one layout, recording (observation, action) until success."""
+    import warnings
+
+    from metaworld.policies import ENV_POLICY_MAP
+
+    warnings.filterwarnings("ignore", message="Constant\\(s\\) may be too high")  # the env clips by design
+    sim = _simulator(job)
+    layout = sample_layout(job.task, job.seed, "demos", job.layout_id)
+    obs = sim.reset(layout)
+    policy = ENV_POLICY_MAP[job.task]()
+    low, high = np.array(ACTION_SPACE.low), np.array(ACTION_SPACE.high)
+    frames: dict[str, list[np.ndarray]] = {c: [] for c in job.cameras}
+    proprio: dict[str, list[np.ndarray]] = {k: [] for k in PROPRIO_KEYS}
+    actions, success_flags = [], []
+    success = False
+    for _ in range(job.max_steps):
+        for camera, image in sim.render().items():
+            frames[camera].append(image)
+        for key, value in sim.proprio(obs).items():
+            proprio[key].append(value)
+        action = np.clip(policy.get_action(obs), low, high).astype(np.float32)  # what the env applies
+        obs, success, _ = sim.step(action)
+        actions.append(action)
+        success_flags.append(success)
+        if success:
+            break
+    steps = len(actions)
+    if not success:
+        return Attempt(job, False, steps, None)  # failed episodes are dropped: don't ship their frames
+    dones = np.zeros(steps, dtype=bool)
+    dones[-1] = True
+    episode = Episode(
+        task=job.task,
+        instruction=task_info(job.task).instruction,
+        layout_id=job.layout_id,
+        layout=layout,
+        split="train",  # decided by the scheduler, which knows how many successes came before
+        actions=np.stack(actions),
+        proprio={k: np.stack(v) for k, v in proprio.items()},
+        images={c: np.stack(v) for c, v in frames.items()},
+        success=np.array(success_flags, dtype=bool),
+        dones=dones,
+    )
+    return Attempt(job, True, steps, episode)
+
+
+@dataclasses.dataclass
+class TaskTally:
+    """Per-task bookkeeping of attempts and kept episodes."""
+
+    attempts: int = 0
+    successes: int = 0
+    next_layout: int = 0
+    lengths: list[int] = dataclasses.field(default_factory=list)
+
+
+def collect_attempts(
+    tasks: list[str],
+    needed: int,
+    max_attempts: int,
+    make_job: Callable[[str, int], Job],
+    workers: int,
+    tallies: dict[str, TaskTally],
+) -> Iterator[Attempt]:
+    """Yield attempts in a deterministic order until every task has `needed` successes (or runs out)."""
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked GL or torch state
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        while True:
+            wave = []
+            for task in tasks:
+                tally = tallies[task]
+                missing = needed - tally.successes
+                budget = max_attempts - tally.attempts
+                for _ in range(max(0, min(missing, budget))):
+                    wave.append(make_job(task, tally.next_layout))
+                    tally.next_layout += 1
+                    tally.attempts += 1
+            if not wave:
+                return
+            for attempt in pool.map(run_expert, wave):
+                tally = tallies[attempt.job.task]
+                if attempt.success:
+                    tally.successes += 1
+                    tally.lengths.append(attempt.steps)
+                yield attempt
