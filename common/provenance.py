@@ -44,3 +44,12 @@ def code_fingerprint(*paths: str, root: Path = PROJECT_ROOT) -> str:
             digest.update(path.relative_to(root).as_posix().encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def file_sha256(path: Path) -> str:
+    """Content hash of a file (hex), read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -19,6 +19,9 @@ import numpy as np
 from common.demos.schema import ActionSpace
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless; must be set before mujoco is imported
+# Mesa's llvmpipe starts one raster thread per core; at these image sizes they add nothing for one process and
+# contend with the other simulator workers (measured: benchmarks/collect_throughput.py).
+os.environ.setdefault("LP_NUM_THREADS", "1")
 
 import mujoco  # noqa: E402
 
@@ -48,52 +51,55 @@ def _task_kwargs(task: str) -> dict[str, Any]:
     return {k: v for k, v in MT50_V3_ARGS_KWARGS[task]["kwargs"].items() if k != "task_id"}
 
 
-@functools.lru_cache(maxsize=None)
-def _layout_env(task: str) -> Any:
-    """An environment (one per task and process) that draws layouts through the task's own reset logic."""
-    from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+def draw_layout(env: Any, seed: int, pool: str, index: int) -> np.ndarray:
+    """Layout number `index` of a pool: depends only on (seed, task, pool, index), not on the env's history.
 
-    env = ALL_V3_ENVIRONMENTS[task]()
+    Drawn by the task's own reset logic, not uniformly from its box: several tasks re-draw until object and goal
+    are far enough apart, and given a frozen layout that violates this, their reset never returns.
+    """
+    task = env.task_name_v3
     env._set_task_called = True
     env._set_task_inner(**_task_kwargs(task))
     env._freeze_rand_vec = False
-    env.seeded_rand_vec = True  # draw from env.np_random, which we seed, not from numpy's global state
-    return env
-
-
-def control_hz(task: str) -> float:
-    """Actions per simulated second."""
-    return 1.0 / float(_layout_env(task).dt)
-
-
-def sample_layout(task: str, seed: int, pool: str, index: int) -> np.ndarray:
-    """Layout number `index` of a pool: depends only on (seed, task, pool, index), stable across processes.
-
-    Drawn by the task's own reset, not uniformly from its box: several tasks re-draw until object and goal are
-    far enough apart, and given a frozen layout that violates this their reset never returns.
-    """
-    env = _layout_env(task)
+    env.seeded_rand_vec = True  # draw from env.np_random, which is seeded here, not from numpy's global state
     entropy = [seed, zlib.crc32(task.encode()), LAYOUT_POOLS[pool], index]
     env.seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
     env.reset()
     return np.array(env._last_rand_vec, dtype=np.float64)
 
 
+def make_env(task: str) -> Any:
+    """A bare Meta-World environment for an MT50 task name."""
+    from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+    env = ALL_V3_ENVIRONMENTS[task]()
+    env.task_name_v3 = task  # Meta-World's own task_name is the class name
+    return env
+
+
+@functools.lru_cache(maxsize=None)
+def _layout_env(task: str) -> Any:
+    return make_env(task)
+
+
+def sample_layout(task: str, seed: int, pool: str, index: int) -> np.ndarray:
+    """`draw_layout` with an environment kept for the purpose (one per task and process)."""
+    return draw_layout(_layout_env(task), seed, pool, index)
+
+
 class MetaWorldSim:
     """One Meta-World task with a set of cameras rendered at a fixed size."""
 
     def __init__(self, task: str, cameras: tuple[str, ...], image_size: int):
-        from metaworld.env_dict import ALL_V3_ENVIRONMENTS
-
         unknown = [c for c in cameras if c not in CAMERAS]
         if unknown:
             raise ValueError(f"unknown Meta-World camera(s) {unknown}; choose from {list(CAMERAS)}")
         self.task = task
         self.cameras = cameras
         self.image_size = image_size
-        self._cls = ALL_V3_ENVIRONMENTS[task]
         self._task_kwargs = _task_kwargs(task)
-        self.env = self._cls()
+        self.env = make_env(task)
+        self._cls = type(self.env)
         self.control_hz = 1.0 / float(self.env.dt)
         # Fast CPU rendering: no multisampling (must be set before the GL context exists), no shadows or
         # reflections. Together about 10x faster than Meta-World's default renderer, at the same geometry.
@@ -101,6 +107,10 @@ class MetaWorldSim:
         self._renderer = mujoco.Renderer(self.env.model, image_size, image_size)
         self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
         self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+
+    def draw_layout(self, seed: int, pool: str, index: int) -> np.ndarray:
+        """A layout drawn with this simulator's own environment (same result as `sample_layout`)."""
+        return draw_layout(self.env, seed, pool, index)
 
     def reset(self, layout: np.ndarray) -> np.ndarray:
         """Reset to the given layout, with the goal visible in the (expert's) observation."""

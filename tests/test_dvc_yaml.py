@@ -22,4 +22,7 @@ def test_each_stage_matches_its_package() -> None:
         assert sorted(code_deps) == sorted(package.CODE), f"{name}: dvc.yaml deps differ from {name}.CODE"
         declared = [next(iter(m)) if isinstance(m, dict) else m for m in stage.get("metrics", [])]
         assert package.METRICS.as_posix() in declared
-        assert package.DEMOS.as_posix() in stage["outs"]
+        outs = [next(iter(o)) if isinstance(o, dict) else o for o in stage["outs"]]
+        assert sorted(outs) == sorted(p.as_posix() for p in package.OUTS)
+        upstream = [d for d in stage["deps"] if d.startswith("data/")]
+        assert sorted(upstream) == sorted(p.as_posix() for p in getattr(package, "INPUTS", ()))

@@ -12,6 +12,7 @@ from common.tasks import MT50
 STAGE = "collect"
 DEMOS = Path("data/collect/demos.hdf5")  # cached by DVC
 METRICS = Path("metrics/collect.json")  # small, tracked in git
+OUTS = (DEMOS,)
 # The code this stage's output depends on: dvc.yaml lists the same paths as deps, and the dataset records
 # their fingerprint as its code version.
 CODE = ("common/demos", "common/sim.py", "common/tasks.py", "stages/collect")

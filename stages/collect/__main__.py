@@ -9,31 +9,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
+from common.logs import progress
 
 from common.atomic import remove_stale_partials, write_json
 from common.cli import StageError, run_stage
 from common.config import to_dict
 from common.demos import DatasetMeta, DemoWriter
 from common.provenance import code_fingerprint
-from common.sim import ACTION_SPACE, PROPRIO_DIM, PROPRIO_KEYS, env_version, control_hz, sample_layout
+from common.sim import ACTION_SPACE, PROPRIO_DIM, PROPRIO_KEYS, env_version
 from common.tasks import task_info
 from common.tracking import StageRun, TrackingParams
 from stages.collect import CODE, DEMOS, METRICS, STAGE, Params
-from stages.collect.rollout import Job, TaskTally, collect_attempts
+from stages.collect.rollout import Job, SimSpec, TaskTally, collect_attempts, probe_task, start_workers
 
 log = logging.getLogger(__name__)
-
-
-def heldout_layouts(params: Params) -> dict[str, list[dict[str, Any]]]:
-    """The layouts kept out of every demonstration, for the evaluation stage to rebuild."""
-    return {
-        task: [
-            {"pool": "heldout", "layout_id": i, "layout": sample_layout(task, params.seed, "heldout", i).tolist()}
-            for i in range(params.heldout_layouts_per_task)
-        ]
-        for task in params.tasks
-    }
 
 
 def dataset_meta(params: Params, heldout: dict[str, list[dict[str, Any]]], rate_hz: float) -> DatasetMeta:
@@ -95,25 +84,24 @@ def main(params: Params, tracking: TrackingParams, root: Path = Path(".")) -> di
     demos_path, metrics_path = root / DEMOS, root / METRICS
     for stale in remove_stale_partials(demos_path):
         log.info("removed %s left by a killed run", stale)
-    rates = {control_hz(task) for task in params.tasks}  # also fails fast on a broken task
-    if len(rates) != 1:
-        raise StageError(f"the tasks {params.tasks} run at different control rates {sorted(rates)}")
-    heldout = heldout_layouts(params)
     needed = params.demos_per_task + params.val_demos_per_task
+    specs = {task: SimSpec(task, tuple(params.cameras), params.image_size) for task in params.tasks}
     tallies = {task: TaskTally() for task in params.tasks}
     used_layouts: dict[str, list[np.ndarray]] = {task: [] for task in params.tasks}
-    make_job = lambda task, layout_id: Job(  # noqa: E731
-        task, layout_id, params.max_episode_steps, tuple(params.cameras), params.image_size, params.seed
-    )
-    meta = dataset_meta(params, heldout, rate_hz=rates.pop())
+    make_job = lambda task, layout_id: Job(specs[task], layout_id, params.max_episode_steps, params.seed)  # noqa: E731
 
-    with StageRun(STAGE, to_dict(params), tracking, root) as run:
+    with StageRun(STAGE, to_dict(params), tracking, root) as run, start_workers(params.workers) as pool:
         started = time.perf_counter()
-        with DemoWriter(demos_path, meta) as writer, tqdm(total=needed * len(params.tasks), desc="demos") as bar:
-            attempts = collect_attempts(
-                params.tasks, needed, params.max_attempts_per_task, make_job, params.workers, tallies
-            )
-            for attempt in attempts:
+        facts = list(pool.map(probe_task, specs.values(), [params.seed] * len(specs),
+                              [params.heldout_layouts_per_task] * len(specs)))
+        rates = {f.control_hz for f in facts}
+        if len(rates) != 1:
+            raise StageError(f"the tasks {params.tasks} run at different control rates {sorted(rates)} (Hz)")
+        heldout = {f.task: f.heldout for f in facts}
+        meta = dataset_meta(params, heldout, rate_hz=rates.pop())
+        with DemoWriter(demos_path, meta) as writer, progress(total=needed * len(params.tasks), desc="demos") as bar:
+            for attempt in collect_attempts(pool, params.tasks, needed, params.max_attempts_per_task, make_job,
+                                            tallies):
                 bar.set_postfix(task=attempt.job.task, attempts=sum(t.attempts for t in tallies.values()))
                 if attempt.episode is None:
                     log.info("expert failed on %s layout %d", attempt.job.task, attempt.job.layout_id)

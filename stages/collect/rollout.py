@@ -10,26 +10,39 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import multiprocessing.util
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Iterator
 
 import numpy as np
 
 from common.demos.schema import Episode
-from common.sim import ACTION_SPACE, PROPRIO_KEYS, MetaWorldSim, sample_layout
+from common.sim import ACTION_SPACE, PROPRIO_KEYS, MetaWorldSim
 from common.tasks import task_info
+
+
+@dataclasses.dataclass(frozen=True)
+class SimSpec:
+    """Which simulator a worker needs: a task rendered by some cameras at some size."""
+
+    task: str
+    cameras: tuple[str, ...]
+    image_size: int
 
 
 @dataclasses.dataclass(frozen=True)
 class Job:
     """One expert attempt: a task on one layout."""
 
-    task: str
+    sim: SimSpec
     layout_id: int
     max_steps: int
-    cameras: tuple[str, ...]
-    image_size: int
     seed: int
+
+    @property
+    def task(self) -> str:
+        """The task's MT50 name."""
+        return self.sim.task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,42 +55,57 @@ class Attempt:
     episode: Episode | None
 
 
-_sim: MetaWorldSim | None = None  # one environment per worker process, rebuilt when the task changes
+@dataclasses.dataclass(frozen=True)
+class TaskFacts:
+    """What the simulator says about a task before collection: control rate and held-out layouts."""
+
+    task: str
+    control_hz: float
+    heldout: list[dict]
 
 
-def _close_simulator() -> None:
-    global _sim
-    if _sim is not None:
-        _sim.close()
-        _sim = None
+# Per worker process: one simulator per task, built on first use and kept, since building one (model compile
+# plus a GL context) costs about a second.
+_sims: dict[SimSpec, MetaWorldSim] = {}
 
 
-def _simulator(job: Job) -> MetaWorldSim:
-    global _sim
-    if _sim is None:
-        # Close the GL context while the process is still whole: EGL objects finalised during interpreter
+def _close_simulators() -> None:
+    for sim in _sims.values():
+        sim.close()
+    _sims.clear()
+
+
+def _simulator(spec: SimSpec) -> MetaWorldSim:
+    if not _sims:
+        # Close GL contexts while the process is still whole: EGL objects finalised during interpreter
         # teardown raise noisy errors.
-        multiprocessing.util.Finalize(None, _close_simulator, exitpriority=100)
-    elif (_sim.task, _sim.cameras, _sim.image_size) != (job.task, job.cameras, job.image_size):
-        _close_simulator()
-    if _sim is None:
-        _sim = MetaWorldSim(job.task, job.cameras, job.image_size)
-    return _sim
+        multiprocessing.util.Finalize(None, _close_simulators, exitpriority=100)
+    if spec not in _sims:
+        _sims[spec] = MetaWorldSim(spec.task, spec.cameras, spec.image_size)
+    return _sims[spec]
+
+
+def probe_task(spec: SimSpec, seed: int, heldout: int) -> TaskFacts:
+    """Read the task's control rate and draw its held-out layouts (from a pool no demo uses)."""
+    sim = _simulator(spec)
+    layouts = [
+        {"pool": "heldout", "layout_id": i, "layout": sim.draw_layout(seed, "heldout", i).tolist()}
+        for i in range(heldout)
+    ]
+    return TaskFacts(spec.task, sim.control_hz, layouts)
 
 
 def run_expert(job: Job) -> Attempt:
     """Roll out the scripted expert on one layout, recording (observation, action) until success."""
-    import warnings
-
     from metaworld.policies import ENV_POLICY_MAP
 
     warnings.filterwarnings("ignore", message="Constant\\(s\\) may be too high")  # the env clips by design
-    sim = _simulator(job)
-    layout = sample_layout(job.task, job.seed, "demos", job.layout_id)
+    sim = _simulator(job.sim)
+    layout = sim.draw_layout(job.seed, "demos", job.layout_id)
     obs = sim.reset(layout)
     policy = ENV_POLICY_MAP[job.task]()
     low, high = np.array(ACTION_SPACE.low), np.array(ACTION_SPACE.high)
-    frames: dict[str, list[np.ndarray]] = {c: [] for c in job.cameras}
+    frames: dict[str, list[np.ndarray]] = {c: [] for c in job.sim.cameras}
     proprio: dict[str, list[np.ndarray]] = {k: [] for k in PROPRIO_KEYS}
     actions, success_flags = [], []
     success = False
@@ -122,32 +150,33 @@ class TaskTally:
     lengths: list[int] = dataclasses.field(default_factory=list)
 
 
+def start_workers(workers: int) -> ProcessPoolExecutor:
+    """Simulator worker processes, started fresh ("spawn"): no GL or torch state inherited from a fork."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
 def collect_attempts(
+    pool: ProcessPoolExecutor,
     tasks: list[str],
     needed: int,
     max_attempts: int,
     make_job: Callable[[str, int], Job],
-    workers: int,
     tallies: dict[str, TaskTally],
 ) -> Iterator[Attempt]:
     """Yield attempts in a deterministic order until every task has `needed` successes (or runs out)."""
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked GL or torch state
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        while True:
-            wave = []
-            for task in tasks:
-                tally = tallies[task]
-                missing = needed - tally.successes
-                budget = max_attempts - tally.attempts
-                for _ in range(max(0, min(missing, budget))):
-                    wave.append(make_job(task, tally.next_layout))
-                    tally.next_layout += 1
-                    tally.attempts += 1
-            if not wave:
-                return
-            for attempt in pool.map(run_expert, wave):
-                tally = tallies[attempt.job.task]
-                if attempt.success:
-                    tally.successes += 1
-                    tally.lengths.append(attempt.steps)
-                yield attempt
+    while True:
+        wave = []
+        for task in tasks:
+            tally = tallies[task]
+            for _ in range(max(0, min(needed - tally.successes, max_attempts - tally.attempts))):
+                wave.append(make_job(task, tally.next_layout))
+                tally.next_layout += 1
+                tally.attempts += 1
+        if not wave:
+            return
+        for attempt in pool.map(run_expert, wave):
+            tally = tallies[attempt.job.task]
+            if attempt.success:
+                tally.successes += 1
+                tally.lengths.append(attempt.steps)
+            yield attempt

@@ -1,0 +1,1 @@
+"""Measurement scripts: they print figures; speed targets are never asserted in unit tests."""

@@ -1,0 +1,1 @@
+"""The image-based latent action model: features, model, frame-pair data, evaluation."""

@@ -1,0 +1,208 @@
+"""One training loop for every stage that trains (lam, action_vq, finetune), on accelerate.
+
+The same code runs on a CPU, one GPU or many (`accelerate launch`). Batches come from a stateless function of
+the step number, and accelerate's checkpoints carry the model, optimizer, scheduler and RNG states, so a run
+killed at any step and resumed from its last checkpoint ends bit-identical to an uninterrupted one (on a CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import resource
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping
+
+import torch
+from common.logs import progress
+
+from common.config import Problem
+from common.tracking import StageRun
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_PREFIX = "step_"
+CHECKPOINT_INFO = "checkpoint.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainParams:
+    """The `train` subsection of a training stage's params."""
+
+    steps: int
+    batch_size: int  # per process
+    lr: float
+    weight_decay: float
+    warmup_steps: int  # linear warm-up, then constant (a resumed run with more steps continues the same curve)
+    grad_clip: float
+    precision: Literal["auto", "fp32", "bf16"]  # auto: bf16 on a GPU, fp32 on a CPU
+    log_every: int
+    checkpoint_every: int
+    seed: int
+
+    def problems(self) -> list[Problem]:
+        """Range checks."""
+        out = []
+        for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                out.append(Problem(name, getattr(self, name), "must be at least 1", "use a positive integer"))
+        for name in ("lr", "grad_clip"):
+            if getattr(self, name) <= 0:
+                out.append(Problem(name, getattr(self, name), "must be positive", "e.g. 3e-4 / 1.0"))
+        if self.weight_decay < 0 or self.warmup_steps < 0:
+            out.append(Problem("weight_decay/warmup_steps", (self.weight_decay, self.warmup_steps),
+                               "must not be negative", "use 0 or more"))
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What a finished training run measured."""
+
+    steps: int
+    resumed_from: int
+    samples_per_second: float
+    data_wait_fraction: float
+    peak_memory_mb: float
+    final_metrics: dict[str, float]
+
+
+LossFn = Callable[[torch.nn.Module, Any], tuple[torch.Tensor, Mapping[str, float]]]
+
+
+def make_accelerator(params: TrainParams) -> Any:
+    """An Accelerator that uses a GPU when there is one (bf16 under precision 'auto'), else the CPU in fp32."""
+    from accelerate import Accelerator
+
+    on_gpu = torch.cuda.is_available()
+    precision = {"auto": "bf16" if on_gpu else "no", "fp32": "no", "bf16": "bf16"}[params.precision]
+    # cpu=True keeps a multi-process launch on a CPU-only machine one distributed run, not N independent ones;
+    # the scheduler steps once per optimizer step, not once per process.
+    return Accelerator(cpu=not on_gpu, mixed_precision=precision, step_scheduler_with_optimizer=False)
+
+
+def latest_checkpoint(directory: Path, fingerprint: str) -> tuple[Path | None, int]:
+    """The newest checkpoint in `directory` made under the same fingerprint, and its step."""
+    if not directory.is_dir():
+        return None, 0
+    found = []
+    for path in directory.glob(f"{CHECKPOINT_PREFIX}*"):
+        info_path = path / CHECKPOINT_INFO
+        if not info_path.is_file():
+            continue
+        info = json.loads(info_path.read_text())
+        if info.get("fingerprint") != fingerprint:
+            log.info("ignoring checkpoint %s: made under other params or data", path)
+            continue
+        found.append((int(info["step"]), path))
+    if not found:
+        return None, 0
+    step, path = max(found)
+    return path, step
+
+
+def _save_checkpoint(accelerator: Any, directory: Path, step: int, fingerprint: str) -> None:
+    """Save the full training state atomically, then delete older checkpoints."""
+    if accelerator.is_main_process:
+        directory.mkdir(parents=True, exist_ok=True)
+    final = directory / f"{CHECKPOINT_PREFIX}{step:08d}"
+    tmp = directory / f".{final.name}.partial"
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(output_dir=str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / CHECKPOINT_INFO).write_text(json.dumps({"step": step, "fingerprint": fingerprint}))
+        tmp.rename(final)
+        for old in directory.glob(f"{CHECKPOINT_PREFIX}*"):
+            if old != final:
+                shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
+def train(
+    model: torch.nn.Module,
+    loss_fn: LossFn,
+    batch_at: Callable[[int, int], Any],
+    params: TrainParams,
+    checkpoint_dir: Path,
+    fingerprint: str,
+    run: StageRun,
+    accelerator: Any | None = None,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train `model` for params.steps optimizer steps, resuming from a matching checkpoint if there is one.
+
+    `batch_at(step, process_index)` returns that step's batch for one process (on the CPU); `loss_fn` returns the
+    loss and scalar metrics. `stop_after` ends the run early after that step (tests use it to simulate a kill).
+    """
+    accelerator = accelerator or make_accelerator(params)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=params.lr, weight_decay=params.weight_decay
+    )
+    warmup = max(params.warmup_steps, 1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    resume_path, start = latest_checkpoint(checkpoint_dir, fingerprint)
+    if resume_path is not None:
+        accelerator.load_state(str(resume_path))
+        log.info("resumed from %s (step %d)", resume_path, start)
+    last = params.steps if stop_after is None else min(stop_after, params.steps)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    metrics: dict[str, float] = {}
+    data_time, started = 0.0, time.perf_counter()
+    model.train()
+    bar = progress(range(start, last), desc="train", initial=start, total=last, disable=not accelerator.is_main_process)
+    for step in bar:
+        fetch = time.perf_counter()
+        batch = _to_device(batch_at(step, accelerator.process_index), accelerator.device)
+        data_time += time.perf_counter() - fetch
+        with accelerator.autocast():
+            loss, step_metrics = loss_fn(model, batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower train.lr or check the data")
+        accelerator.backward(loss)
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), params.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        metrics = {"loss": float(loss.detach()), "grad_norm": float(grad_norm), "lr": scheduler.get_last_lr()[0],
+                   **{k: float(v) for k, v in step_metrics.items()}}
+        if (step + 1) % params.log_every == 0 or step + 1 == last:
+            run.log_metrics({f"train/{k}": v for k, v in metrics.items()}, step=step + 1)
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+        if (step + 1) % params.checkpoint_every == 0 or step + 1 == last:
+            _save_checkpoint(accelerator, checkpoint_dir, step + 1, fingerprint)
+    elapsed = time.perf_counter() - started
+    done = last - start
+    return TrainResult(
+        steps=last,
+        resumed_from=start,
+        samples_per_second=done * params.batch_size * accelerator.num_processes / elapsed if done else 0.0,
+        data_wait_fraction=data_time / elapsed if done else 0.0,
+        peak_memory_mb=peak_memory_mb(),
+        final_metrics=metrics,
+    )
+
+
+def peak_memory_mb() -> float:
+    """Peak GPU memory when on a GPU, else this process's peak resident memory."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch

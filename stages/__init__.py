@@ -1,0 +1,1 @@
+"""One package per DVC stage; stages import common/, never each other."""
