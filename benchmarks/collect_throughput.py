@@ -94,13 +94,15 @@ def main() -> None:
         for workers in (1, 2):
             rate, steps = collect_rate(dataclasses.replace(params, workers=workers))
             rates[f"w{workers}"].append(rate)
-        print(f"repeat {repeat}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in rates.items()) + f" frames/s ({steps} frames)")
+        shown = ", ".join(f"{k} {v[-1]:.1f}" for k, v in rates.items())
+        print(f"repeat {repeat}: {shown} frames/s ({steps} frames)")
     med = {k: statistics.median(v) for k, v in rates.items()}
     print(f"\n{params.tasks} x {demos} episodes, {len(params.cameras)} cameras at "
           f"{params.image_size}px, medians of {args.repeats} repeats:")
     print(f"  raw simulator step+render   {med['raw']:7.1f} frames/s")
-    print(f"  collect, 1 worker           {med['w1']:7.1f} frames/s   {med['w1'] / med['raw']:.2f} x raw (target >= 0.85)")
-    print(f"  collect, 2 workers          {med['w2']:7.1f} frames/s   {med['w2'] / med['w1']:.2f} x 1 worker (target >= 1.7)")
+    one, two = med["w1"] / med["raw"], med["w2"] / med["w1"]
+    print(f"  collect, 1 worker           {med['w1']:7.1f} frames/s   {one:.2f} x raw (target >= 0.85)")
+    print(f"  collect, 2 workers          {med['w2']:7.1f} frames/s   {two:.2f} x 1 worker (target >= 1.7)")
 
 
 if __name__ == "__main__":

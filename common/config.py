@@ -131,7 +131,7 @@ def _convert(tp: Any, raw: Any, field: str, problems: list[Problem]) -> Any:
 
 def _convert_dataclass(cls: Any, raw: Any, field: str, problems: list[Problem]) -> Any:
     if not isinstance(raw, dict):
-        problems.append(Problem(field, raw, f"expected a mapping, got {type(raw).__name__}", "write `key: value` lines"))
+        problems.append(Problem(field, raw, f"expected a mapping, got {type(raw).__name__}", "write `key: value`"))
         return None
     hints = typing.get_type_hints(cls)
     fields = [f.name for f in dataclasses.fields(cls) if f.init]

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Mapping
 
 import torch
-from common.logs import progress
 
 from common.config import Problem
+from common.logs import progress
 from common.tracking import StageRun
 
 log = logging.getLogger(__name__)
@@ -176,7 +176,7 @@ def train(
                    **{k: float(v) for k, v in step_metrics.items()}}
         if (step + 1) % params.log_every == 0 or step + 1 == last:
             run.log_metrics({f"train/{k}": v for k, v in metrics.items()}, step=step + 1)
-            bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
         if (step + 1) % params.checkpoint_every == 0 or step + 1 == last:
             _save_checkpoint(accelerator, checkpoint_dir, step + 1, fingerprint)
     elapsed = time.perf_counter() - started

@@ -87,6 +87,7 @@ class LamOutput:
 
     prediction: torch.Tensor  # (B, N, F) predicted features of frame t+gap
     target: torch.Tensor  # (B, N, F)
+    source: torch.Tensor  # (B, N, F) features of frame t
     codes: torch.Tensor  # (B, Q) code ids
     latent: torch.Tensor  # (B, Q, code_dim) quantized code vectors
     vq_loss: torch.Tensor  # commitment loss (the codebook itself learns by EMA)
@@ -102,12 +103,16 @@ class LatentActionModel(nn.Module):
         n, f = self.features.num_tokens, self.features.feature_dim
         d, q = params.dim, params.codes_per_transition
         self.enc_in = nn.Linear(f, d)
-        self.enc_delta = nn.Linear(f, d)
+        # LayerNorm: frame differences are small numbers; normalised, they dominate the queries from the start.
+        self.enc_delta = nn.Sequential(nn.Linear(f, d), nn.LayerNorm(d))
         self.enc_pos = nn.Parameter(torch.randn(1, 1, n + q, d) * 0.02)
         self.enc_time = nn.Parameter(torch.randn(1, 2, 1, d) * 0.02)
         self.queries = nn.Parameter(torch.randn(1, 1, q, d) * 0.02)
         self.encoder = nn.ModuleList(SpatioTemporalLayer(d, params.heads) for _ in range(params.encoder_layers))
+        # Standardised across the batch before quantisation: early in training every sample's latent points the
+        # same way, k-means then seeds near-identical codes, and the decoder never learns to read them.
         self.to_code = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, params.code_dim))
+        self.standardize = nn.BatchNorm1d(params.code_dim, affine=False)
         self.vq = VectorQuantize(
             dim=params.code_dim,
             codebook_size=params.codebook_size,
@@ -122,6 +127,8 @@ class LatentActionModel(nn.Module):
         self.dec_pos = nn.Parameter(torch.randn(1, n + q, d) * 0.02)
         self.decoder = nn.ModuleList(_block(d, params.heads) for _ in range(params.decoder_layers))
         self.dec_out = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, f))
+        nn.init.zeros_(self.dec_out[1].weight)  # start as an exact copy of frame t (see decode): no noise to unlearn
+        nn.init.zeros_(self.dec_out[1].bias)
 
     def encode(self, first: torch.Tensor, second: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Features of both frames -> (quantized latent (B, Q, C), code ids (B, Q), commitment loss)."""
@@ -133,21 +140,26 @@ class LatentActionModel(nn.Module):
         for layer in self.encoder:
             x = layer(x)
         pre = self.to_code(x[:, 1, -self.params.codes_per_transition :])  # queries of frame t+gap: (B, Q, C)
+        pre = self.standardize(pre.transpose(1, 2)).transpose(1, 2)  # per code dimension, over batch and queries
         latent, codes, vq_loss = self.vq(pre)
         return latent, codes, vq_loss
 
     def decode(self, first: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
-        """Frame t's features and a latent -> predicted features of frame t+gap: (B, N, F)."""
+        """Frame t's features and a latent -> predicted features of frame t+gap: (B, N, F).
+
+        The decoder predicts the change from frame t: copying the static scene is free, so the whole loss is
+        about what moved, which only the latent can tell.
+        """
         x = torch.cat([self.dec_in(first), self.dec_latent(latent)], dim=1) + self.dec_pos
         for block in self.decoder:
             x = block(x)
-        return self.dec_out(x[:, : first.shape[1]])
+        return first + self.dec_out(x[:, : first.shape[1]])
 
     def forward(self, frame_t: torch.Tensor, frame_next: torch.Tensor) -> LamOutput:
         """Frames as uint8 (B, H, W, 3)."""
         first, second = self.features(frame_t), self.features(frame_next)
         latent, codes, vq_loss = self.encode(first, second)
-        return LamOutput(self.decode(first, latent), second, codes, latent, vq_loss)
+        return LamOutput(self.decode(first, latent), second, first, codes, latent, vq_loss)
 
     @torch.no_grad()
     def codes_to_latent(self, codes: torch.Tensor) -> torch.Tensor:

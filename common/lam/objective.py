@@ -25,9 +25,13 @@ class LamWithActionHead(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss and its parts for one batch."""
         out = self.lam(batch[FRAME_T], batch[FRAME_NEXT])
-        reconstruction = nn.functional.mse_loss(out.prediction, out.target)
+        # Error relative to copying frame t: 1 means no better than a still image. Scale-free (pixels or DINOv2
+        # features alike), and the few pixels that move are the whole signal instead of a rounding error next
+        # to the other losses and the gradient clip.
+        copy_error = nn.functional.mse_loss(out.source, out.target).detach().clamp_min(1e-8)
+        reconstruction = nn.functional.mse_loss(out.prediction, out.target) / copy_error
         loss = reconstruction + out.vq_loss
-        metrics = {"reconstruction": float(reconstruction.detach()), "commitment": float(out.vq_loss.detach())}
+        metrics = {"relative_reconstruction": float(reconstruction.detach()), "commitment": float(out.vq_loss.detach())}
         if self.weight > 0:
             # Supervise only a small share of the batch, as the study does: the latent must stay mostly
             # self-supervised.

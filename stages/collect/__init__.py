@@ -38,7 +38,9 @@ class Params:
         out = []
         for i, task in enumerate(self.tasks):
             if task not in MT50:
-                out.append(Problem(f"tasks[{i}]", task, "not a Meta-World MT50 task", "use a name from common/tasks.py"))
+                out.append(
+                    Problem(f"tasks[{i}]", task, "not a Meta-World MT50 task", "use a name from common/tasks.py")
+                )
         if len(set(self.tasks)) != len(self.tasks):
             out.append(Problem("tasks", self.tasks, "lists a task twice", "list each task once"))
         if not self.tasks:

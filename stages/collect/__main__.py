@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common.logs import progress
 
 from common.atomic import remove_stale_partials, write_json
 from common.cli import StageError, run_stage
 from common.config import to_dict
 from common.demos import DatasetMeta, DemoWriter
+from common.logs import progress
 from common.provenance import code_fingerprint
 from common.sim import ACTION_SPACE, PROPRIO_DIM, PROPRIO_KEYS, env_version
 from common.tasks import task_info
@@ -102,7 +102,8 @@ def main(params: Params, tracking: TrackingParams, root: Path = Path(".")) -> di
         with DemoWriter(demos_path, meta) as writer, progress(total=needed * len(params.tasks), desc="demos") as bar:
             for attempt in collect_attempts(pool, params.tasks, needed, params.max_attempts_per_task, make_job,
                                             tallies):
-                bar.set_postfix(task=attempt.job.task, attempts=sum(t.attempts for t in tallies.values()))
+                attempts_so_far = sum(t.attempts for t in tallies.values())
+                bar.set_postfix(task=attempt.job.task, attempts=attempts_so_far, refresh=False)
                 if attempt.episode is None:
                     log.info("expert failed on %s layout %d", attempt.job.task, attempt.job.layout_id)
                     continue
