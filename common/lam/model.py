@@ -109,10 +109,7 @@ class LatentActionModel(nn.Module):
         self.enc_time = nn.Parameter(torch.randn(1, 2, 1, d) * 0.02)
         self.queries = nn.Parameter(torch.randn(1, 1, q, d) * 0.02)
         self.encoder = nn.ModuleList(SpatioTemporalLayer(d, params.heads) for _ in range(params.encoder_layers))
-        # Standardised across the batch before quantisation: early in training every sample's latent points the
-        # same way, k-means then seeds near-identical codes, and the decoder never learns to read them.
         self.to_code = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, params.code_dim))
-        self.standardize = nn.BatchNorm1d(params.code_dim, affine=False)
         self.vq = VectorQuantize(
             dim=params.code_dim,
             codebook_size=params.codebook_size,
@@ -139,8 +136,11 @@ class LatentActionModel(nn.Module):
         x = torch.cat([x, q], dim=2) + self.enc_pos + self.enc_time  # (B, 2, N+Q, D)
         for layer in self.encoder:
             x = layer(x)
-        pre = self.to_code(x[:, 1, -self.params.codes_per_transition :])  # queries of frame t+gap: (B, Q, C)
-        pre = self.standardize(pre.transpose(1, 2)).transpose(1, 2)  # per code dimension, over batch and queries
+        # The latent is what the queries of frame t+gap (which see both frames) add to those of frame t (which,
+        # causal in time, see frame t only): the part every sample shares cancels, so the codes start out
+        # spread by the change between the frames instead of collapsing onto the shared part.
+        queries = self.to_code(x[:, :, -self.params.codes_per_transition :])  # (B, 2, Q, C)
+        pre = queries[:, 1] - queries[:, 0]  # (B, Q, C)
         latent, codes, vq_loss = self.vq(pre)
         return latent, codes, vq_loss
 

@@ -14,6 +14,7 @@ import yaml
 from common.cli import StageError
 from common.config import from_dict
 from common.demos import DemoReader, validate_file
+from common.provenance import file_sha256
 from common.tracking import TrackingParams
 from stages.collect import DEMOS, METRICS, Params
 from stages.collect.__main__ import main
@@ -80,6 +81,8 @@ def test_same_seed_gives_identical_actions_and_images(tiny_run: tuple[Path, dict
             for camera in a.images:
                 np.testing.assert_array_equal(a.images[camera], b.images[camera])
     assert (root / METRICS).read_text() == (tmp_path / METRICS).read_text()
+    # Reproducible to the hash: no timestamps in the HDF5 file, and a code fingerprint instead of the commit.
+    assert file_sha256(root / DEMOS) == file_sha256(tmp_path / DEMOS)
 
 
 def test_expert_shortfall_is_a_clear_error_and_leaves_no_output(tmp_path: Path) -> None:
