@@ -19,7 +19,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup system-deps study test bench-collect clean-venv
+.PHONY: setup system-deps study test bench-collect bench-lam clean-venv
 
 setup: system-deps $(INSTALLED)
 
@@ -42,6 +42,9 @@ test: setup
 
 bench-collect: setup
 	$(PY) -m benchmarks.collect_throughput
+
+bench-lam: setup   # needs the collected data: `dvc repro collect`
+	$(PY) -m benchmarks.lam_training
 
 clean-venv:
 	rm -rf $(VENV)

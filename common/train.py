@@ -84,8 +84,8 @@ def make_accelerator(params: TrainParams) -> Any:
     return Accelerator(cpu=not on_gpu, mixed_precision=precision, step_scheduler_with_optimizer=False)
 
 
-def latest_checkpoint(directory: Path, fingerprint: str) -> tuple[Path | None, int]:
-    """The newest checkpoint in `directory` made under the same fingerprint, and its step."""
+def latest_checkpoint(directory: Path, fingerprint: str, max_step: int) -> tuple[Path | None, int]:
+    """The newest checkpoint in `directory` made under the same fingerprint, at or before `max_step`."""
     if not directory.is_dir():
         return None, 0
     found = []
@@ -96,6 +96,9 @@ def latest_checkpoint(directory: Path, fingerprint: str) -> tuple[Path | None, i
         info = json.loads(info_path.read_text())
         if info.get("fingerprint") != fingerprint:
             log.info("ignoring checkpoint %s: made under other params or data", path)
+            continue
+        if int(info["step"]) > max_step:
+            log.info("ignoring checkpoint %s: past the %d steps asked for", path, max_step)
             continue
         found.append((int(info["step"]), path))
     if not found:
@@ -117,6 +120,8 @@ def _save_checkpoint(accelerator: Any, directory: Path, step: int, fingerprint: 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (tmp / CHECKPOINT_INFO).write_text(json.dumps({"step": step, "fingerprint": fingerprint}))
+        if final.exists():  # a checkpoint of the same step from a run under other params
+            shutil.rmtree(final)
         tmp.rename(final)
         for old in directory.glob(f"{CHECKPOINT_PREFIX}*"):
             if old != final:
@@ -148,7 +153,7 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
-    resume_path, start = latest_checkpoint(checkpoint_dir, fingerprint)
+    resume_path, start = latest_checkpoint(checkpoint_dir, fingerprint, params.steps)
     if resume_path is not None:
         accelerator.load_state(str(resume_path))
         log.info("resumed from %s (step %d)", resume_path, start)

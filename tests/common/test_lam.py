@@ -81,9 +81,12 @@ def test_resume_after_two_steps_equals_four_straight_steps(squares: Path, tmp_pa
     assert second.resumed_from == 2
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
-    # A checkpoint made under another fingerprint (other params or data) is not resumed.
+    # A checkpoint made under another fingerprint (other params or data), or past the steps asked for, is not
+    # resumed.
     other = train(build(), lam_loss, batch_at, train_params(4), tmp_path / "b", "other", OFF, stop_after=1)
     assert other.resumed_from == 0
+    shorter = train(build(), lam_loss, batch_at, train_params(3), tmp_path / "b", "fp", OFF, stop_after=1)
+    assert shorter.resumed_from == 0
 
 
 def test_images_smaller_than_a_patch_or_not_divisible_are_clear_errors() -> None:
