@@ -18,14 +18,13 @@ import dataclasses
 import statistics
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from common.config import load_section
 from common.logs import setup_logging
-from common.sim import MetaWorldSim, sample_layout
+from common.sim import MetaWorldSim
 from common.tasks import CATEGORIES, task_info
 from common.tracking import TrackingParams
 from stages.collect import Params
@@ -36,12 +35,11 @@ def raw_rate(params: Params) -> tuple[float, int]:
     """Frames/s of expert + step + render in this process, over the layouts collect would use."""
     from metaworld.policies import ENV_POLICY_MAP
 
-    warnings.filterwarnings("ignore", message="Constant\\(s\\) may be too high")
     frames, busy = 0, 0.0
     for task in params.tasks:
         sim = MetaWorldSim(task, tuple(params.cameras), params.image_size)
         for layout_id in range(params.demos_per_task):
-            obs = sim.reset(sample_layout(task, params.seed, "demos", layout_id))
+            obs = sim.reset(sim.draw_layout(params.seed, "demos", layout_id))
             policy = ENV_POLICY_MAP[task]()
             start = time.perf_counter()
             for _ in range(params.max_episode_steps):

@@ -160,8 +160,3 @@ class LatentActionModel(nn.Module):
         first, second = self.features(frame_t), self.features(frame_next)
         latent, codes, vq_loss = self.encode(first, second)
         return LamOutput(self.decode(first, latent), second, first, codes, latent, vq_loss)
-
-    @torch.no_grad()
-    def codes_to_latent(self, codes: torch.Tensor) -> torch.Tensor:
-        """Code ids (B, Q) -> their codebook vectors (B, Q, C)."""
-        return self.vq.get_codes_from_indices(codes).reshape(*codes.shape, -1)
