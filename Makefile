@@ -19,7 +19,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup system-deps study test bench-collect bench-lam clean-venv
+.PHONY: setup system-deps study test bench-collect bench-lam bench-evaluate clean-venv study-parallel audit bench-action-vq bench-extract bench-finetune
 
 setup: system-deps $(INSTALLED)
 
@@ -37,6 +37,19 @@ $(INSTALLED): pyproject.toml constraints.txt | $(PY)
 study: setup
 	$(VENV)/bin/dvc repro
 
+# The same DAG as a Prefect flow: independent stages (the strategy x seed matrix) run side by side, each as
+# `dvc --wait-for-lock repro --single-item <stage>`, with retries and MLflow lineage; ends with `dvc status` clean.
+# FLOW_ARGS, e.g. FLOW_ARGS="--max-parallel 4 --runner dask" or a list of stages to bring up to date.
+FLOW_ARGS ?= --max-parallel 2
+study-parallel: setup
+	$(PY) -m flows $(FLOW_ARGS)
+
+# For every evaluation (or AUDIT_ARGS="--metric metrics/evaluate/la_tok-0.json:success.rate"): the chain of
+# stages with hashes and params; fails if the files, dvc.lock and MLflow disagree.
+AUDIT_ARGS ?=
+audit: setup
+	$(PY) -m flows.audit $(AUDIT_ARGS)
+
 test: setup
 	$(PY) -m pytest
 
@@ -45,6 +58,18 @@ bench-collect: setup
 
 bench-lam: setup   # needs the collected data: `dvc repro collect`
 	$(PY) -m benchmarks.lam_training
+
+bench-evaluate: setup   # needs the collected data: `dvc repro collect`
+	$(PY) -m benchmarks.evaluate_throughput
+
+bench-action-vq: setup   # needs `dvc repro action_vq`: the trained tokenizer beside the k-means floor
+	$(PY) -m benchmarks.action_vq
+
+bench-extract: setup   # needs `dvc repro action_vq` (and lam): LAM and tokenizer steps/s by batch size
+	$(PY) -m benchmarks.extract_throughput
+
+bench-finetune: setup   # needs `dvc repro collect`: default finetune samples/s, data wait, memory, FLOP/s
+	$(PY) -m benchmarks.finetune_throughput
 
 clean-venv:
 	rm -rf $(VENV)

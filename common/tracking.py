@@ -6,6 +6,7 @@ mlflow is imported lazily (it costs seconds at start-up), and only when tracking
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -15,12 +16,16 @@ from types import TracebackType
 from typing import Any, Mapping
 
 from common.config import Problem
+from common.dvc_graph import StageInfo
 from common.provenance import PROJECT_ROOT, git_commit
 
 log = logging.getLogger(__name__)
 
 # Set by the study flow so that each stage's run becomes a child of one study run.
 PARENT_RUN_ENV = "LASD_PARENT_RUN_ID"
+DVC_STAGE_ENV = "DVC_STAGE"  # DVC sets it for every stage command: the stage's address, e.g. `finetune@la_tok-0`
+# Tags of the lineage record (see `lineage_tags`): one per dependency/output path, holding DVC's md5.
+LOCK_DEP_TAG, LOCK_OUT_TAG, LOCK_PARAMS_TAG = "dvc.lock.dep.", "dvc.lock.out.", "dvc.lock.params"
 _MAX_PARAM_LEN = 6000  # MLflow's limit on a parameter value
 
 
@@ -60,11 +65,29 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
-class StageRun:
-    """Context manager for one stage's MLflow run; every method is a no-op when tracking is off."""
+def stage_address(stage: str, item: str | None = None) -> str:
+    """The DVC address of the running stage: `stage`, or `stage@item` for a matrix item.
 
-    def __init__(self, stage: str, params: Mapping[str, Any], tracking: TrackingParams, root: Path = PROJECT_ROOT):
+    Without an explicit item, DVC's own DVC_STAGE variable names it when DVC runs the command (only if it is
+    this stage's: a stray value from an outer process is ignored).
+    """
+    if item:
+        return f"{stage}@{item}"
+    running = os.environ.get(DVC_STAGE_ENV, "")
+    return running if running == stage or running.startswith(f"{stage}@") else stage
+
+
+class StageRun:
+    """Context manager for one stage's MLflow run; every method is a no-op when tracking is off.
+
+    The run is named after the stage's DVC address (`finetune@la_tok-0` for a matrix item) and tagged with it
+    (`dvc.stage`), the stage folder (`dvc.stage.base`), the git commit and, under the study flow, its parent run.
+    """
+
+    def __init__(self, stage: str, params: Mapping[str, Any], tracking: TrackingParams, root: Path = PROJECT_ROOT,
+                 item: str | None = None):
         self.stage = stage
+        self.address = stage_address(stage, item)
         self.params = params
         self.tracking = tracking
         self.root = Path(root)
@@ -78,14 +101,15 @@ class StageRun:
 
         mlflow.set_tracking_uri(resolve_tracking_uri(self.tracking, self.root))
         experiment = mlflow.set_experiment(self.tracking.experiment)
-        tags = {"dvc.stage": self.stage, "git.commit": git_commit(self.root)}
+        tags = {"dvc.stage": self.address, "dvc.stage.base": self.stage.split("@")[0],
+                "git.commit": git_commit(self.root)}
         if os.environ.get(PARENT_RUN_ENV):
             tags["mlflow.parentRunId"] = os.environ[PARENT_RUN_ENV]
         self._client = mlflow.MlflowClient()
-        run = self._client.create_run(experiment.experiment_id, run_name=self.stage, tags=tags)
+        run = self._client.create_run(experiment.experiment_id, run_name=self.address, tags=tags)
         self.run_id = run.info.run_id
         self._log_params(flatten(self.params))
-        log.info("MLflow run %s (%s) at %s", self.run_id, self.stage, resolve_tracking_uri(self.tracking, self.root))
+        log.info("MLflow run %s (%s) at %s", self.run_id, self.address, resolve_tracking_uri(self.tracking, self.root))
         return self
 
     def _log_params(self, params: dict[str, str]) -> None:
@@ -123,3 +147,77 @@ class StageRun:
     ) -> None:
         if self._client is not None:
             self._client.set_terminated(self.run_id, status="FINISHED" if exc_type is None else "FAILED")
+
+
+# --- Lineage: one parent run per study execution, one child run per stage, tagged with its dvc.lock entry ---
+
+
+def params_digest(locked_params: Mapping[str, Any]) -> str:
+    """A short, stable digest of a stage's locked params ({params file: {key: value}})."""
+    return hashlib.md5(json.dumps(locked_params, sort_keys=True).encode()).hexdigest()
+
+
+def lineage_tags(stage: StageInfo) -> dict[str, str]:
+    """A stage's dvc.lock entry as run tags: DVC's md5 of each dependency and output, and a digest of its params."""
+    tags = {f"{LOCK_DEP_TAG}{d.path}": d.md5 or "" for d in stage.deps}
+    tags.update({f"{LOCK_OUT_TAG}{o.path}": o.md5 or "" for o in stage.outs})
+    tags[LOCK_PARAMS_TAG] = params_digest(stage.locked_params)
+    tags["dvc.stage"] = stage.name
+    return tags
+
+
+def _client_and_experiment(tracking: TrackingParams, root: Path) -> tuple[Any, str]:
+    import mlflow
+
+    client = mlflow.MlflowClient(resolve_tracking_uri(tracking, root))
+    experiment = client.get_experiment_by_name(tracking.experiment)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(tracking.experiment)
+    return client, experiment_id
+
+
+def open_study_run(tracking: TrackingParams, root: Path, name: str, tags: Mapping[str, str]) -> str | None:
+    """Start the parent run of one study execution; None when tracking is off. Hand its id to stages via
+    the environment variable PARENT_RUN_ENV."""
+    if not tracking.enabled:
+        return None
+    client, experiment_id = _client_and_experiment(tracking, root)
+    run = client.create_run(experiment_id, run_name=name, tags={"git.commit": git_commit(root), **tags})
+    return run.info.run_id
+
+
+def close_run(tracking: TrackingParams, root: Path, run_id: str | None, failed: bool) -> None:
+    """Mark a run FINISHED or FAILED (nothing when tracking is off)."""
+    if run_id is not None:
+        client, _ = _client_and_experiment(tracking, root)
+        client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+
+
+def stage_runs(tracking: TrackingParams, root: Path, stage: str, parent_run_id: str | None = None) -> list[Any]:
+    """FINISHED MLflow runs of a stage (its DVC address), newest first; only a study's children if a parent is given."""
+    client, experiment_id = _client_and_experiment(tracking, root)
+    query = f"tags.`dvc.stage` = '{stage}' and attributes.status = 'FINISHED'"
+    if parent_run_id:
+        query += f" and tags.`mlflow.parentRunId` = '{parent_run_id}'"
+    return list(client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1000))
+
+
+def record_stage_lineage(tracking: TrackingParams, root: Path, parent_run_id: str, stage: StageInfo) -> str:
+    """Tag the stage's child run of this study with its dvc.lock entry; return the run id.
+
+    A stage DVC found up to date (or one that does not track itself) has no run under this parent: a child run is
+    created for it, tagged `lineage.source = flow`, so every stage of every study execution has its record.
+    """
+    client, experiment_id = _client_and_experiment(tracking, root)
+    runs = stage_runs(tracking, root, stage.name, parent_run_id)
+    if runs:
+        run_id = runs[0].info.run_id
+        source = "stage"
+    else:
+        run = client.create_run(experiment_id, run_name=stage.name, tags={
+            "mlflow.parentRunId": parent_run_id, "git.commit": git_commit(root)})
+        run_id, source = run.info.run_id, "flow"
+    for key, value in {**lineage_tags(stage), "lineage.source": source}.items():
+        client.set_tag(run_id, key, value)
+    if source == "flow":
+        client.set_terminated(run_id, status="FINISHED")
+    return run_id

@@ -7,6 +7,7 @@ killed at any step and resumed from its last checkpoint ends bit-identical to an
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -139,6 +140,7 @@ def train(
     run: StageRun,
     accelerator: Any | None = None,
     stop_after: int | None = None,
+    accumulate: int = 1,
 ) -> TrainResult:
     """Train `model` for params.steps optimizer steps, resuming from a matching checkpoint if there is one.
 
@@ -168,11 +170,7 @@ def train(
         fetch = time.perf_counter()
         batch = _to_device(batch_at(step, accelerator.process_index), accelerator.device)
         data_time += time.perf_counter() - fetch
-        with accelerator.autocast():
-            loss, step_metrics = loss_fn(model, batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower train.lr or check the data")
-        accelerator.backward(loss)
+        loss, step_metrics = _forward_backward(accelerator, model, loss_fn, batch, accumulate, step)
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), params.grad_clip)
         optimizer.step()
         scheduler.step()
@@ -194,6 +192,36 @@ def train(
         peak_memory_mb=peak_memory_mb(),
         final_metrics=metrics,
     )
+
+
+def _forward_backward(accelerator: Any, model: torch.nn.Module, loss_fn: LossFn, batch: Any, accumulate: int,
+                      step: int) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss and backward pass over `accumulate` micro-batches (gradients summed, losses and metrics averaged)."""
+    parts = [batch] if accumulate == 1 else _split(batch, accumulate)
+    total, sums = torch.zeros(()), {}
+    for i, part in enumerate(parts):
+        # Only the last micro-batch synchronises gradients across processes.
+        sync = contextlib.nullcontext() if i == len(parts) - 1 else accelerator.no_sync(model)
+        with sync:
+            with accelerator.autocast():
+                loss, metrics = loss_fn(model, part)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower train.lr or check the data")
+            accelerator.backward(loss / len(parts))
+        total = total + loss.detach().float().cpu() / len(parts)
+        for key, value in metrics.items():
+            sums[key] = sums.get(key, 0.0) + float(value) / len(parts)
+    return total, sums
+
+
+def _split(batch: Any, parts: int) -> list[Any]:
+    """A dict of tensors (batch first) cut into `parts` equal micro-batches."""
+    if not isinstance(batch, dict):
+        raise TypeError("gradient accumulation needs batches that are dicts of tensors")
+    size = next(iter(batch.values())).shape[0]
+    if size % parts:
+        raise ValueError(f"batch of {size} does not split into {parts} equal micro-batches")
+    return [{k: v[i * size // parts : (i + 1) * size // parts] for k, v in batch.items()} for i in range(parts)]
 
 
 def peak_memory_mb() -> float:

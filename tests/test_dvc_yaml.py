@@ -14,6 +14,8 @@ def test_each_stage_matches_its_package() -> None:
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     for name, stage in stages.items():
+        if "foreach" in stage:  # matrix stages: see test_each_matrix_stage_matches_its_package
+            continue
         package = importlib.import_module(f"stages.{name}")
         assert package.STAGE == name
         assert stage["cmd"] == f"python -m stages.{name}"
@@ -26,3 +28,25 @@ def test_each_stage_matches_its_package() -> None:
         assert sorted(outs) == sorted(p.as_posix() for p in package.OUTS)
         upstream = [d for d in stage["deps"] if d.startswith("data/")]
         assert sorted(upstream) == sorted(p.as_posix() for p in getattr(package, "INPUTS", ()))
+
+
+def test_each_matrix_stage_matches_its_package() -> None:
+    """A `foreach` stage: one item per `<strategy>-<seed>`, each depending on exactly the data it reads."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for name, stage in ((n, s) for n, s in stages.items() if "foreach" in s):
+        package = importlib.import_module(f"stages.{name}")
+        do = stage["do"]
+        assert do["cmd"] == f"python -m stages.{name} --strategy ${{item.strategy}} --seed ${{item.seed}}"
+        assert do["params"] == [name, "strategy_cfg.${item.strategy}"]
+        assert sorted(d for d in do["deps"] if d.startswith(("common", "stages"))) == sorted(package.CODE)
+        data_deps = [d for d in do["deps"] if not d.startswith(("common", "stages"))]
+        assert data_deps == [*(p.as_posix() for p in package.INPUTS), "${item.targets}"]
+        for key, item in stage["foreach"].items():
+            assert key == f"{item['strategy']}-{item['seed']}"
+            reads = {p.as_posix() for p in package.STRATEGY_INPUTS[item["strategy"]]}
+            assert {item["targets"]} == (reads or {p.as_posix() for p in package.INPUTS}), key
+        model, metrics, plots = (p.as_posix().replace(package.Item("baseline", 0).name, "${key}")
+                                 for p in package.outputs(package.Item("baseline", 0)))
+        assert [next(iter(o)) if isinstance(o, dict) else o for o in do["outs"]] == [model]
+        assert [next(iter(m)) for m in do["metrics"]] == [metrics]
+        assert [next(iter(p)) for p in do["plots"]] == [plots]

@@ -1,0 +1,108 @@
+"""VLA finetuning throughput, data wait, peak memory and achieved FLOP/s at the default configuration.
+
+    python -m benchmarks.finetune_throughput [--params params.yaml] [--strategy baseline] [--steps 20]
+
+Builds the default finetune model (params.yaml `finetune`, tiny preset unless configured otherwise) for one
+strategy, trains it for a few steps on the collected demonstrations (`dvc repro collect` first; latent
+strategies also need `dvc repro extract`), and prints training samples/s, the share of step time spent building
+batches, peak memory, and the FLOP/s achieved (FLOPs of one step counted by torch) against this machine's
+measured fp32 matmul peak at the same thread count. Other processes on the machine skew the figures: note
+`uptime` beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from common.cli import load_stage_params
+from common.demos import DemoReader, validate_file
+from common.logs import setup_logging
+from common.tracking import StageRun, TrackingParams
+from common.train import peak_memory_mb, train
+from common.vla.build import VlaSpec, make_vla
+from common.vla.data import Batches, Episodes
+from common.vla.latents import read_latents
+from common.vla.model import objective
+from common.vla.prompt import prompt_text
+from common.vla.strategies import get_strategy
+from stages.finetune import DEMOS, LATENT_FILES, Params
+from stages.finetune.__main__ import load_strategy_cfg
+
+
+def matmul_peak(size: int = 1024, seconds: float = 2.0) -> float:
+    """Measured fp32 matmul FLOP/s on this machine at the current thread count (best of short bursts)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        best = max(best, 4 * 2 * size**3 / (time.perf_counter() - start))
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--strategy", default="baseline")
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args()
+    setup_logging()
+    params, _ = load_stage_params(args.params, "finetune", Params)
+    cfg, strategy = load_strategy_cfg(args.params, args.strategy), get_strategy(args.strategy)
+    if params.threads:
+        torch.set_num_threads(params.threads)
+    meta = validate_file(DEMOS)
+    with DemoReader(DEMOS) as reader:
+        action_stats, proprio_stats = reader.stats("actions"), reader.stats("proprio")
+    episodes = Episodes.load(DEMOS, "train", params.cameras, action_stats, proprio_stats, params.normalization)
+    latent_meta = {}
+    if strategy.latent != "none":
+        from common.provenance import file_sha256
+
+        latent_meta, arrays = read_latents(LATENT_FILES[strategy.latent], strategy.latent, file_sha256(DEMOS),
+                                           episodes.lengths(), params.chunk, meta.action_space.dim)
+        episodes.attach(arrays)
+    image_size = meta.image_size[0]
+    spec = VlaSpec(args.strategy, params.chunk, meta.action_space.dim, meta.proprio_dim, params.cameras, image_size,
+                   latent_meta, getattr(cfg, "align_hidden", 0), params.backbone, params.head)
+    model = make_vla(spec, 0)
+    layout, backbone = model.layout, model.backbone
+    batches = Batches(episodes, lambda i: backbone.prompt_ids(prompt_text(i, params.chunk, layout.placeholders),
+                                                              len(params.cameras), image_size),
+                      backbone.tokenizer.pad_token_id, params.chunk, strategy.latent, layout.token_slots,
+                      params.augment)
+    loss_fn = objective(cfg)
+    batch_size = params.train.batch_size
+    with FlopCounterMode(display=False) as counter:  # FLOPs of one training step (forward + backward)
+        loss, _ = loss_fn(model, batches.sample(0, 0, 0, batch_size))
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    step_flops = counter.get_total_flops()
+    train_params = dataclasses.replace(params.train, steps=args.steps, checkpoint_every=10**9, log_every=10**9)
+    with tempfile.TemporaryDirectory() as ckpt, StageRun("bench", {}, TrackingParams(False, "", "b")) as run:
+        result = train(model, loss_fn, lambda s, p: batches.sample(0, s, p, batch_size), train_params, Path(ckpt),
+                       "bench", run)
+    steps_per_second = result.samples_per_second / batch_size
+    peak = matmul_peak()
+    parameters = sum(p.numel() for p in model.parameters())
+    print(f"\n{args.strategy} on {params.backbone.family} ({params.backbone.preset}), {parameters / 1e6:.2f}M "
+          f"parameters, batch {batch_size}, {args.steps} steps, {torch.get_num_threads()} thread(s):")
+    print(f"  training throughput   {result.samples_per_second:8.1f} samples/s ({1 / steps_per_second:.2f} s/step)")
+    print(f"  data wait             {100 * result.data_wait_fraction:8.1f} % of step time")
+    print(f"  peak memory           {peak_memory_mb():8.0f} MB (process RSS on a CPU; dataset in memory included)")
+    print(f"  FLOPs per step        {step_flops / 1e9:8.2f} GFLOP (forward + backward, torch's counter)")
+    print(f"  achieved              {step_flops * steps_per_second / 1e9:8.2f} GFLOP/s")
+    print(f"  matmul peak           {peak / 1e9:8.2f} GFLOP/s (fp32 1024^3, same threads) -> "
+          f"{100 * step_flops * steps_per_second / peak:.1f}% of peak")
+
+
+if __name__ == "__main__":
+    main()

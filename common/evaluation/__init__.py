@@ -1,0 +1,1 @@
+"""Closed-loop evaluation in Meta-World: suites, visual shifts, rollout workers, success statistics, videos."""

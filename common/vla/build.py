@@ -1,0 +1,108 @@
+"""Build a VLA from settings, save it with everything needed to rebuild it, and load it back from its directory.
+
+The directory holds `model.safetensors` (the trained weights), `meta.json` (strategy, chunk, dims, cameras,
+image size, normalization statistics, backbone/head settings, vocabularies: evaluation reads these, it never
+retypes training settings) and the backbone's config, tokenizer and image processor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from common.config import from_dict, to_dict
+from common.vla.backbone import BackboneParams, build_backbone, load_backbone, save_backbone_files
+from common.vla.head import HeadParams
+from common.vla.model import VLA
+from common.vla.prompt import REQUEST
+from common.vla.strategies import PLACEHOLDER, get_strategy
+
+WEIGHTS, META = "model.safetensors", "meta.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class VlaSpec:
+    """What defines a VLA's architecture (all of it recorded in meta.json)."""
+
+    strategy: str
+    chunk: int
+    action_dim: int
+    proprio_dim: int
+    cameras: tuple[str, ...]
+    image_size: int
+    latent_meta: dict[str, Any]  # the sidecar's meta ({} for the baseline)
+    align_hidden: int  # la_align's projector width (0 otherwise)
+    backbone: BackboneParams
+    head: HeadParams
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for meta.json."""
+        data = to_dict(self)
+        data["cameras"] = list(self.cameras)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "VlaSpec":
+        """Parse the `spec` entry of meta.json."""
+        return from_dict(cls, {**data, "cameras": list(data["cameras"])}, prefix="spec", source=META)
+
+
+def added_tokens(spec: VlaSpec) -> tuple[str, ...]:
+    """The placeholder and the strategy's latent vocabulary, in the order they join the tokenizer."""
+    return (PLACEHOLDER, *get_strategy(spec.strategy).vocabulary(spec.latent_meta))
+
+
+def make_vla(spec: VlaSpec, seed: int) -> VLA:
+    """A freshly initialised VLA (tiny: random backbone; pretrained: loaded weights, LoRA if configured)."""
+    backbone = build_backbone(spec.backbone, REQUEST, added_tokens(spec), spec.image_size, seed)
+    return _assemble(spec, backbone)
+
+
+def _assemble(spec: VlaSpec, backbone: Any) -> VLA:
+    strategy = get_strategy(spec.strategy)
+    layout = strategy.layout(spec.chunk, spec.latent_meta)
+    vocabulary = strategy.vocabulary(spec.latent_meta)
+    align = (spec.align_hidden, int(spec.latent_meta["code_dim"])) if layout.align_slots else None
+    return VLA(backbone, strategy, layout, spec.head, spec.chunk, spec.action_dim, spec.proprio_dim, vocabulary,
+               align)
+
+
+def weights_to_save(model: VLA) -> dict[str, torch.Tensor]:
+    """Trained tensors only: everything when the backbone trains fully, else all but the frozen backbone.
+
+    A grown embedding (SmolVLM's new rows) is kept too: its new rows are initialised at random.
+    """
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    grown = model.backbone.grown
+    return {n: t.detach().cpu().contiguous() for n, t in model.state_dict().items()
+            if n in trainable or not n.startswith("backbone.") or (grown and ("embed_tokens" in n or "lm_head" in n))}
+
+
+def save_vla(model: VLA, spec: VlaSpec, directory: Path, meta: dict[str, Any]) -> None:
+    """Write weights, meta.json (with the spec under "spec") and the backbone's files into `directory`."""
+    from safetensors.torch import save_file
+
+    save_file(weights_to_save(model), str(directory / WEIGHTS))
+    save_backbone_files(model.backbone, directory)
+    (directory / META).write_text(json.dumps({**meta, "spec": spec.to_json()}, indent=2, sort_keys=True) + "\n")
+
+
+def load_vla(directory: Path) -> tuple[VLA, dict[str, Any]]:
+    """Rebuild a saved VLA from its directory alone; missing or unexpected weights are an error."""
+    from safetensors.torch import load_file
+
+    meta = json.loads((directory / META).read_text())
+    spec = VlaSpec.from_json(meta["spec"])
+    model = _assemble(spec, load_backbone(directory, spec.backbone))
+    state = load_file(str(directory / WEIGHTS))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    absent = [n for n in missing if n not in frozen]
+    if absent or unexpected:
+        raise ValueError(f"{directory / WEIGHTS}: weights do not match the model "
+                         f"(missing {absent[:3]}, unexpected {list(unexpected)[:3]})")
+    return model.eval(), meta

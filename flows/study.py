@@ -1,0 +1,172 @@
+"""Run the DVC stage graph as a Prefect flow: one task per stage, in parallel where the graph allows.
+
+dvc.yaml stays the only DAG: the flow reads it through DVC's API (`common.dvc_graph`) and each task runs
+`dvc --wait-for-lock repro --single-item <stage>`, so DVC still decides what is stale, caches outputs and
+writes dvc.lock. The flow adds parallelism (a task runner with a concurrency limit), retries, one MLflow
+parent run per execution with a child run per stage tagged with its dvc.lock entry, and a final `dvc status`
+that must be clean. A stage that fails, after its retries, fails the flow; stages downstream of it do not run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import flows  # noqa: F401  (Prefect's offline settings, before Prefect is imported)
+from common.config import load_section
+from common.dvc_graph import StageInfo, read_stages, with_upstream
+from common.tracking import PARENT_RUN_ENV, TrackingParams, close_run, open_study_run, record_stage_lineage
+
+RunnerKind = Literal["thread", "dask", "ray"]
+FLOW_NAME = "latent-action-study"
+_TAIL_LINES = 40  # lines of a failed stage's output quoted in the error
+
+
+class FlowError(RuntimeError):
+    """The study flow failed; the message names the stages and what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowOptions:
+    """How to execute the graph (none of it changes a result, so none of it lives in params.yaml)."""
+
+    root: Path  # the DVC repository
+    targets: tuple[str, ...]  # stages to bring up to date with everything upstream; empty: the whole graph
+    max_parallel: int  # stages running at once (the runner's worker count)
+    retries: int  # extra attempts for a failed stage
+    retry_delay_s: float
+    runner: RunnerKind
+    address: str | None  # an existing Dask scheduler / Ray cluster; None starts a local one
+
+    def __post_init__(self) -> None:
+        if self.max_parallel < 1:
+            raise FlowError(f"--max-parallel {self.max_parallel}: must be at least 1")
+        if self.retries < 0 or self.retry_delay_s < 0:
+            raise FlowError(f"--retries {self.retries} / --retry-delay {self.retry_delay_s}: must not be negative")
+
+
+def make_task_runner(runner: RunnerKind, max_parallel: int, address: str | None = None) -> Any:
+    """The Prefect task runner: threads on this machine, or Dask/Ray workers sharing this filesystem."""
+    if runner == "thread":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=max_parallel)
+    if runner == "dask":
+        try:
+            from prefect_dask import DaskTaskRunner
+        except ImportError:
+            raise FlowError("--runner dask needs prefect-dask: `pip install -c constraints.txt prefect-dask`") from None
+        if address:
+            return DaskTaskRunner(address=address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": max_parallel, "threads_per_worker": 1})
+    if runner == "ray":
+        try:
+            from prefect_ray import RayTaskRunner
+        except ImportError:
+            raise FlowError("--runner ray needs prefect-ray: `pip install -c constraints.txt prefect-ray`") from None
+        return RayTaskRunner(address=address) if address else RayTaskRunner(init_kwargs={"num_cpus": max_parallel})
+    raise FlowError(f"--runner {runner!r}: choose thread, dask or ray")
+
+
+def stage_env(parent_run_id: str | None) -> dict[str, str]:
+    """The stage command's environment: this interpreter's `python` and `dvc` first, the parent run's id."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    if parent_run_id:
+        env[PARENT_RUN_ENV] = parent_run_id
+    return env
+
+
+def repro_stage(stage: str, root: str, parent_run_id: str | None, tracking: TrackingParams) -> str:
+    """Prefect task body: `dvc --wait-for-lock repro --single-item <stage>`, then record the stage's lineage."""
+    from prefect import get_run_logger
+
+    logger = get_run_logger()
+    command = [sys.executable, "-m", "dvc", "--wait-for-lock", "repro", "--single-item", stage]
+    logger.info("%s: %s", stage, " ".join(command[2:]))
+    process = subprocess.Popen(command, cwd=root, env=stage_env(parent_run_id), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    lines = []
+    assert process.stdout is not None
+    for line in process.stdout:
+        lines.append(line.rstrip())
+        logger.info("[%s] %s", stage, line.rstrip())
+    if process.wait() != 0:
+        tail = "\n".join(lines[-_TAIL_LINES:])
+        raise FlowError(f"stage {stage}: `dvc repro --single-item {stage}` exited {process.returncode}:\n{tail}")
+    if parent_run_id is None:
+        return ""
+    info = next(s for s in read_stages(Path(root)) if s.name == stage)
+    return record_stage_lineage(tracking, Path(root), parent_run_id, info)
+
+
+def dvc_status(root: Path, targets: tuple[str, ...]) -> dict[str, Any]:
+    """`dvc status --json` (with upstream stages when targets are given): {} when everything is up to date."""
+    command = [sys.executable, "-m", "dvc", "--wait-for-lock", "status", "--json"]
+    command += ["--with-deps", *targets] if targets else []
+    done = subprocess.run(command, cwd=root, env=stage_env(None), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise FlowError(f"`dvc status` failed in {root}:\n{done.stderr.strip()}")
+    return json.loads(done.stdout or "{}")
+
+
+def _study(root: str, targets: tuple[str, ...], retries: int, retry_delay_s: float) -> dict[str, str]:
+    """The flow body: the parent MLflow run around `_execute`, closed FAILED if anything goes wrong."""
+    from prefect import get_run_logger
+
+    stages = read_stages(Path(root))
+    stages = with_upstream(stages, list(targets)) if targets else stages
+    tracking = load_section(Path(root) / "params.yaml", "tracking", TrackingParams)
+    parent = open_study_run(tracking, Path(root), "study", {
+        "study.flow": FLOW_NAME, "study.stages": ",".join(s.name for s in stages)[:5000]})
+    get_run_logger().info("%d stage(s): %s; MLflow parent run %s", len(stages), [s.name for s in stages], parent)
+    try:
+        states = _execute(root, stages, targets, retries, retry_delay_s, parent, tracking)
+    except BaseException:
+        close_run(tracking, Path(root), parent, failed=True)
+        raise
+    close_run(tracking, Path(root), parent, failed=False)
+    return states
+
+
+def _execute(root: str, stages: list[StageInfo], targets: tuple[str, ...], retries: int, retry_delay_s: float,
+             parent: str | None, tracking: TrackingParams) -> dict[str, str]:
+    """Submit every stage after its upstream stages, wait, report failures, then require a clean `dvc status`."""
+    from prefect import get_run_logger, task
+    from prefect.futures import wait
+
+    futures: dict[str, Any] = {}
+    for stage in stages:  # graph order: every upstream future exists before its consumers are submitted
+        runner = task(repro_stage, name=f"repro {stage.name}", retries=retries, retry_delay_seconds=retry_delay_s)
+        futures[stage.name] = runner.submit(stage.name, root, parent, tracking,
+                                            wait_for=[futures[u] for u in stage.upstream])
+    wait(list(futures.values()))
+    states = {name: future.state for name, future in futures.items()}
+    failed = {name: state for name, state in states.items() if not state.is_completed()}
+    if failed:
+        details = "\n".join(f"  - {name}: " + ("not run: an upstream stage did not complete" if state.name == "NotReady"
+                                                 else f"{state.name}: {state.message or ''}".rstrip())
+                            for name, state in failed.items())
+        raise FlowError(f"{len(failed)} of {len(states)} stage(s) did not complete:\n{details}\n"
+                        "Fix the first failure, then rerun: finished stages are cached and will not run again.")
+    status = dvc_status(Path(root), targets)
+    if status:
+        raise FlowError(f"every stage ran, yet `dvc status` is not clean: {json.dumps(status)[:2000]}")
+    get_run_logger().info("all %d stage(s) up to date; `dvc status` is clean", len(stages))
+    return {name: state.name for name, state in states.items()}
+
+
+def run_study(options: FlowOptions) -> dict[str, str]:
+    """Execute the graph with the chosen task runner; raises FlowError if any stage fails."""
+    from prefect import flow
+
+    if options.targets:  # an unknown stage fails now, not after the Prefect server has started
+        with_upstream(read_stages(options.root), list(options.targets))
+    study = flow(_study, name=FLOW_NAME, task_runner=make_task_runner(options.runner, options.max_parallel,
+                                                                       options.address), log_prints=True)
+    return study(str(options.root.resolve()), options.targets, options.retries, options.retry_delay_s)

@@ -1,0 +1,81 @@
+"""`evaluate`: run a policy closed-loop in Meta-World on the evaluation suites and score its success."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from common.config import Problem
+from common.evaluation.suites import SuiteParams
+from common.sim import MAX_EPISODE_STEPS
+from common.tasks import CATEGORIES
+
+STAGE = "evaluate"
+DEMOS = Path("data/collect/demos.hdf5")  # input: layouts, tasks, cameras, image size from the collect stage
+RESULTS = Path("results/evaluate")  # results/evaluate/<name>/{episodes.jsonl, meta.json, videos/}
+METRICS_DIR = Path("metrics/evaluate")  # metrics/evaluate/<name>.json
+EPISODES_FILE, META_FILE, VIDEOS_DIR = "episodes.jsonl", "meta.json", "videos"
+INPUTS = (DEMOS,)
+CODE = ("common/evaluation", "common/policy.py", "common/sim.py", "stages/evaluate")
+
+
+def results_dir(name: str) -> Path:
+    """Where the per-episode results of evaluation `name` go."""
+    return RESULTS / name
+
+
+def metrics_path(name: str) -> Path:
+    """The metrics file of evaluation `name`."""
+    return METRICS_DIR / f"{name}.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    """What to evaluate and under which name (the DVC matrix passes `<strategy>-<seed>` for both)."""
+
+    policy: str  # a built-in (expert, random) or a policy directory (its meta.json names the loader)
+    name: str  # output name: results/evaluate/<name>/, metrics/evaluate/<name>.json
+
+    def problems(self) -> list[Problem]:
+        """The name becomes a folder and a file name."""
+        if not self.name or "/" in self.name or self.name.startswith("."):
+            return [Problem("name", self.name, "must be a plain file name", "e.g. baseline-0")]
+        return []
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """The `evaluate` section of params.yaml. Tasks, cameras, image size and control rate come from the
+    collect metadata; the policy's chunk, cameras and image size from the policy itself."""
+
+    suites: list[SuiteParams]
+    categories: list[str]  # the declared task categories; every evaluated task must belong to some of them
+    replan_every: int  # steps of each action chunk executed open-loop before re-planning (capped at the chunk)
+    max_steps: int  # step limit per episode (timeout)
+    parallel_episodes: int  # episodes advanced together; their observations form one policy batch
+    workers: int  # simulator processes (0: simulate in this process)
+    seed: int
+    videos_per_task: int  # episodes per task and suite recorded as GIF (the first ones)
+    video_fps: int  # frames per second of the videos (a frame every control_hz / video_fps steps)
+
+    def problems(self) -> list[Problem]:
+        """Range and consistency checks."""
+        out = []
+        names = [s.name for s in self.suites]
+        if not self.suites or len(set(names)) != len(names):
+            out.append(Problem("suites", names, "must be non-empty with distinct names", "name each suite once"))
+        for i, suite in enumerate(self.suites):
+            out += [dataclasses.replace(p, field=f"suites[{i}].{p.field}") for p in suite.problems()]
+        for i, category in enumerate(self.categories):
+            if category not in CATEGORIES:
+                out.append(Problem(f"categories[{i}]", category, "unknown category", f"use some of {CATEGORIES}"))
+        for name in ("replan_every", "max_steps", "parallel_episodes", "video_fps"):
+            if getattr(self, name) < 1:
+                out.append(Problem(name, getattr(self, name), "must be at least 1", "use a positive integer"))
+        for name in ("workers", "videos_per_task"):
+            if getattr(self, name) < 0:
+                out.append(Problem(name, getattr(self, name), "must not be negative", "use 0 or more"))
+        if self.max_steps > MAX_EPISODE_STEPS:
+            out.append(Problem("max_steps", self.max_steps, f"Meta-World stops at {MAX_EPISODE_STEPS}",
+                               f"use {MAX_EPISODE_STEPS} or less"))
+        return out

@@ -1,0 +1,91 @@
+"""`finetune`: train the VLA under one supervision strategy and seed (a DVC matrix item `<strategy>-<seed>`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Literal
+
+from common.config import Problem
+from common.train import TrainParams
+from common.vla.augment import AugmentParams
+from common.vla.backbone import BackboneParams
+from common.vla.head import HeadParams
+
+STAGE = "finetune"
+DEMOS = Path("data/collect/demos.hdf5")
+LAM_CODES = Path("data/extract/lam_codes.hdf5")  # la_align, la_direct, la_cond
+ACTION_TOKENS = Path("data/extract/action_tokens.hdf5")  # la_tok
+LATENT_FILES = {"lam": LAM_CODES, "action_vq": ACTION_TOKENS}
+MODEL_ROOT = Path("models/finetune")  # models/finetune/<strategy>-<seed>/
+METRICS_ROOT = Path("metrics/finetune")  # metrics/finetune/<strategy>-<seed>.json
+PLOTS_ROOT = Path("plots/finetune")  # plots/finetune/<strategy>-<seed>.csv: the training loss curve
+CHECKPOINT_ROOT = Path("checkpoints/finetune")  # persists across DVC runs so that a killed run resumes
+CODE = ("common/demos", "common/latents", "common/normalize.py", "common/train.py", "common/vla", "stages/finetune")
+STRATEGY_NAMES = ("baseline", "la_align", "la_direct", "la_cond", "la_tok")
+# What each strategy reads besides the demos: DVC deps per matrix item (so a new LAM reruns only its users).
+STRATEGY_INPUTS = {"baseline": (), "la_align": (LAM_CODES,), "la_direct": (LAM_CODES,), "la_cond": (LAM_CODES,),
+                   "la_tok": (ACTION_TOKENS,)}
+INPUTS = (DEMOS,)
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    """One matrix item: `--strategy la_tok --seed 0`."""
+
+    strategy: Literal["baseline", "la_align", "la_direct", "la_cond", "la_tok"]
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """`<strategy>-<seed>`: the DVC item, output folder, metrics file and MLflow run name."""
+        return f"{self.strategy}-{self.seed}"
+
+
+def outputs(item: Item) -> tuple[Path, Path, Path]:
+    """(model dir, metrics file, plots file) of one matrix item."""
+    return MODEL_ROOT / item.name, METRICS_ROOT / f"{item.name}.json", PLOTS_ROOT / f"{item.name}.csv"
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalParams:
+    """Held-out scoring after training."""
+
+    max_samples: int  # held-out (val split) samples scored, evenly spaced
+    batch_size: int
+
+    def problems(self) -> list[Problem]:
+        """Range checks."""
+        return [Problem(f.name, getattr(self, f.name), "must be at least 1", "use a positive integer")
+                for f in dataclasses.fields(self) if getattr(self, f.name) < 1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """The `finetune` section of params.yaml (shared by every strategy; each strategy's weights: strategy_cfg)."""
+
+    chunk: int  # K actions per prediction; the action tokenizer's chunk must match
+    cameras: tuple[str, ...]  # dataset cameras the policy sees, in this order
+    normalization: Literal["quantile", "minmax"]  # actions and proprio to [-1, 1]
+    threads: int  # torch CPU threads (0: torch's default); 1 avoids oversubscribing a shared 2-core machine
+    backbone: BackboneParams
+    head: HeadParams
+    augment: AugmentParams
+    train: TrainParams  # train.seed is replaced by the matrix item's seed
+    grad_accum: int  # micro-batches per optimizer step (train.batch_size must split evenly)
+    eval: EvalParams
+
+    def problems(self) -> list[Problem]:
+        """Range checks."""
+        out = []
+        if self.grad_accum < 1 or self.train.batch_size % self.grad_accum:
+            out.append(Problem("grad_accum", self.grad_accum, f"must be >= 1 and divide train.batch_size "
+                               f"({self.train.batch_size})", "e.g. 1, 2 or 4"))
+        if self.threads < 0:
+            out.append(Problem("threads", self.threads, "must not be negative", "0 (torch default) or e.g. 1"))
+        if self.chunk < 1:
+            out.append(Problem("chunk", self.chunk, "must be at least 1", "e.g. 8"))
+        if not self.cameras or len(set(self.cameras)) != len(self.cameras):
+            out.append(Problem("cameras", list(self.cameras), "must name at least one camera, each once",
+                               "e.g. [corner, gripperPOV]"))
+        return out

@@ -1,0 +1,180 @@
+"""Run one `finetune` matrix item: `python -m stages.finetune --strategy la_tok --seed 0 [--params params.yaml]`."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from common.atomic import atomic_dir, atomic_path, write_json
+from common.cli import StageError, run_stage
+from common.config import ParamsError, Problem, from_dict, read_yaml, to_dict
+from common.demos import DemoReader, validate_file
+from common.demos.schema import Stats
+from common.provenance import code_fingerprint, file_sha256
+from common.tracking import StageRun, TrackingParams
+from common.train import latest_checkpoint, train
+from common.vla.build import VlaSpec, added_tokens, make_vla, save_vla
+from common.vla.data import Batches, Episodes
+from common.vla.evaluate import evaluate
+from common.vla.latents import read_latents
+from common.vla.model import objective
+from common.vla.prompt import prompt_text
+from common.vla.strategies import get_strategy
+from stages.finetune import CHECKPOINT_ROOT, CODE, DEMOS, LATENT_FILES, STAGE, Item, Params, outputs
+
+log = logging.getLogger(__name__)
+STRATEGY_SECTION = "strategy_cfg"
+HISTORY = "history.jsonl"  # the loss curve so far, kept beside the checkpoints so a resumed run plots it all
+
+
+def load_strategy_cfg(path: Path, strategy: str) -> Any:
+    """`strategy_cfg.<strategy>` of the params file, in the strategy's own dataclass."""
+    section = read_yaml(path).get(STRATEGY_SECTION, {})
+    if strategy not in section:
+        raise ParamsError(str(path), [Problem(f"{STRATEGY_SECTION}.{strategy}", None, "section is missing",
+                                              f"add `{STRATEGY_SECTION}: {{{strategy}: {{...}}}}`")])
+    return from_dict(get_strategy(strategy).cfg, section[strategy], f"{STRATEGY_SECTION}.{strategy}", str(path))
+
+
+def run_fingerprint(params: Params, cfg: Any, item: Item, hashes: list[str], code: str) -> str:
+    """What a checkpoint must match to be resumed: everything but the step count, cadence and evaluation."""
+    config = to_dict(params)
+    for key in ("steps", "log_every", "checkpoint_every"):
+        config["train"].pop(key)
+    config.pop("eval")
+    config.pop("threads")  # speed only
+    blob = json.dumps([config, to_dict(cfg), dataclasses.asdict(item), hashes, code], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def stats_json(stats: Stats) -> dict[str, list[float]]:
+    """Normalization statistics as plain lists for meta.json (read back by common.vla.policy)."""
+    return {f.name: getattr(stats, f.name).astype(float).tolist() for f in dataclasses.fields(stats)}
+
+
+class CurveRecorder:
+    """Forwards metrics to the stage's MLflow run and keeps the training curve in a JSON-lines file."""
+
+    def __init__(self, run: StageRun, path: Path, resume_step: int):
+        self.run, self.path = run, path
+        rows = [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
+        self.rows = [r for r in rows if r["step"] <= resume_step]  # drop what a killed run logged after it
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        """Record one logged step (train() calls this) and pass it on to MLflow."""
+        self.run.log_metrics(metrics, step)
+        row = {"step": step, **{k.removeprefix("train/"): float(v) for k, v in metrics.items()}}
+        self.rows.append(row)
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+    def write_csv(self, path: Path) -> None:
+        """The curve as CSV for `dvc plots` (one row per logged step)."""
+        columns = sorted({k for r in self.rows for k in r} - {"step"})
+        with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, ["step", *columns])
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+
+def main(params: Params, tracking: TrackingParams, root: Path, item: Item, cfg: Any) -> dict[str, Any]:
+    """Train one strategy and seed, score it on held-out episodes, save the policy with its metadata."""
+    strategy = get_strategy(item.strategy)
+    if params.threads:
+        torch.set_num_threads(params.threads)
+    demos = root / DEMOS
+    data_meta = validate_file(demos)
+    unknown = [c for c in params.cameras if c not in data_meta.cameras]
+    if unknown:
+        raise StageError(f"finetune.cameras = {list(params.cameras)}: {unknown} not in the dataset's "
+                         f"{list(data_meta.cameras)}; pick from those")
+    with DemoReader(demos) as reader:
+        action_stats, proprio_stats = reader.stats("actions"), reader.stats("proprio")
+    train_set, val_set = (Episodes.load(demos, split, params.cameras, action_stats, proprio_stats,
+                                        params.normalization) for split in ("train", "val"))
+    hashes, latent_meta = [file_sha256(demos)], {}
+    if strategy.latent != "none":
+        path = root / LATENT_FILES[strategy.latent]
+        latent_meta, arrays = read_latents(path, strategy.latent, hashes[0], {**train_set.lengths(),
+                                           **val_set.lengths()}, params.chunk, data_meta.action_space.dim)
+        train_set.attach(arrays)
+        val_set.attach(arrays)
+        hashes.append(file_sha256(path))
+
+    image_size = data_meta.image_size[0]
+    spec = VlaSpec(item.strategy, params.chunk, data_meta.action_space.dim, data_meta.proprio_dim, params.cameras,
+                   image_size, latent_meta, getattr(cfg, "align_hidden", 0), params.backbone, params.head)
+    model = make_vla(spec, item.seed)
+    layout, backbone = model.layout, model.backbone
+    prompt = lambda instruction: backbone.prompt_ids(  # noqa: E731
+        prompt_text(instruction, params.chunk, layout.placeholders), len(params.cameras), image_size)
+    pad = backbone.tokenizer.pad_token_id
+    train_batches, val_batches = (Batches(s, prompt, pad, params.chunk, strategy.latent, layout.token_slots,
+                                          params.augment) for s in (train_set, val_set))
+    log.info("%s: %d training samples, %d held-out; %d placeholders; %d trainable parameters", item.name,
+             len(train_set), len(val_set), layout.placeholders,
+             sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+    train_params = dataclasses.replace(params.train, seed=item.seed)
+    code = code_fingerprint(*CODE)
+    fingerprint = run_fingerprint(params, cfg, item, hashes, code)
+    checkpoints = root / CHECKPOINT_ROOT / item.name
+    model_dir, metrics_path, plots_path = (root / p for p in outputs(item))
+    batch_at = lambda step, process: train_batches.sample(item.seed, step, process,  # noqa: E731
+                                                          train_params.batch_size)
+    with StageRun(f"{STAGE}@{item.name}", {**to_dict(params), STRATEGY_SECTION: to_dict(cfg),
+                                           "item": dataclasses.asdict(item)}, tracking, root) as run:
+        _, resume_step = latest_checkpoint(checkpoints, fingerprint, train_params.steps)
+        curve = CurveRecorder(run, checkpoints / HISTORY, resume_step)
+        result = train(model, objective(cfg), batch_at, train_params, checkpoints, fingerprint, curve,
+                       accumulate=params.grad_accum)
+        metrics = evaluate(model, val_batches, params.eval.max_samples, params.eval.batch_size, action_stats,
+                           params.normalization)
+        metrics.update(train_steps=result.steps, resumed_from=result.resumed_from, train_samples=len(train_set),
+                       samples_per_second=result.samples_per_second, data_wait_fraction=result.data_wait_fraction,
+                       peak_memory_mb=result.peak_memory_mb,
+                       **{f"train_{k}": v for k, v in result.final_metrics.items()})
+        meta = {"policy": "vla", "strategy": item.strategy, "seed": item.seed, "normalization": params.normalization,
+                # what evaluation checks against the environment, at the top level (the full spec: "spec")
+                "cameras": list(params.cameras), "image_size": image_size, "action_dim": spec.action_dim,
+                "chunk": params.chunk, "proprio_dim": spec.proprio_dim,
+                "action_stats": stats_json(action_stats), "proprio_stats": stats_json(proprio_stats),
+                "augment": to_dict(params.augment), STRATEGY_SECTION: to_dict(cfg),
+                "vocabulary": list(added_tokens(spec)), "layout": dataclasses.asdict(layout),
+                "proprio_keys": list(data_meta.proprio_keys), "action_names": list(data_meta.action_space.names),
+                "tasks": list(data_meta.tasks), "dataset_sha256": hashes[0], "latent_sha256": hashes[1:],
+                "code_version": code, "train_steps": result.steps}
+        with atomic_dir(model_dir) as tmp:
+            save_vla(model.cpu(), spec, tmp, meta)
+        curve.write_csv(plots_path)
+        write_json(metrics_path, metrics)
+        run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        run.set_tags({"dataset.sha256": hashes[0], "strategy": item.strategy, "seed": str(item.seed)})
+    log.info("%s: %s", item.name, json.dumps({k: round(v, 4) for k, v in metrics.items() if k.startswith("val_")}))
+    return metrics
+
+
+
+def _params_path() -> Path:
+    """The --params flag of this process's command line (run_stage parses the rest)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    return parser.parse_known_args()[0].params
+
+
+def _cli_main(params: Params, tracking: TrackingParams, root: Path, item: Item) -> None:
+    main(params, tracking, root, item, load_strategy_cfg(_params_path(), item.strategy))
+
+
+if __name__ == "__main__":
+    run_stage(STAGE, Params, _cli_main, item=Item)
