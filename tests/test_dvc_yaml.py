@@ -33,7 +33,7 @@ def test_each_stage_matches_its_package() -> None:
 def test_each_matrix_stage_matches_its_package() -> None:
     """A `foreach` stage: one item per `<strategy>-<seed>`, each depending on exactly the data it reads."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    for name, stage in ((n, s) for n, s in stages.items() if "foreach" in s):
+    for name, stage in ((n, s) for n, s in stages.items() if n == "finetune"):
         package = importlib.import_module(f"stages.{name}")
         do = stage["do"]
         assert do["cmd"] == f"python -m stages.{name} --strategy ${{item.strategy}} --seed ${{item.seed}}"
@@ -50,3 +50,22 @@ def test_each_matrix_stage_matches_its_package() -> None:
         assert [next(iter(o)) if isinstance(o, dict) else o for o in do["outs"]] == [model]
         assert [next(iter(m)) for m in do["metrics"]] == [metrics]
         assert [next(iter(p)) for p in do["plots"]] == [plots]
+
+
+def test_evaluate_and_report_cover_every_finetune_item() -> None:
+    """One evaluation per trained policy, reading only that policy; the report reads exactly those items."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    package = importlib.import_module("stages.evaluate")
+    evaluate, finetune = stages["evaluate"], stages["finetune"]
+    assert list(evaluate["foreach"]) == list(finetune["foreach"])
+    do = evaluate["do"]
+    assert do["cmd"] == "python -m stages.evaluate --policy models/finetune/${key} --name ${key}"
+    assert do["params"] == ["evaluate"]
+    assert sorted(d for d in do["deps"] if d.startswith(("common", "stages"))) == sorted(package.CODE)
+    assert [d for d in do["deps"] if not d.startswith(("common", "stages"))] == [
+        *(p.as_posix() for p in package.INPUTS), "models/finetune/${key}"]
+    assert [next(iter(o)) if isinstance(o, dict) else o for o in do["outs"]] == [f"{package.RESULTS}/${{key}}"]
+    assert [next(iter(m)) for m in do["metrics"]] == [f"{package.METRICS_DIR}/${{key}}.json"]
+    items = {(i["strategy"], i["seed"]) for i in finetune["foreach"].values()}
+    assert items == {(s, n) for s in params["report"]["strategies"] for n in params["report"]["seeds"]}

@@ -90,6 +90,19 @@ def code_statistics(codes: np.ndarray, codebook_size: int) -> dict[str, float]:
     return {"code_usage": float((counts > 0).mean()), "perplexity": float(math.exp(entropy))}
 
 
+def latent_code_statistics(codes: np.ndarray, params: Any) -> dict[str, float]:
+    """Code usage and perplexity of a LAM's (M, Q) codes; for residual levels, each level's codebook on its own."""
+    if params.quantizer == "per_query":
+        return code_statistics(codes, params.codebook_size)
+    levels = [code_statistics(codes[:, level], params.codebook_size) for level in range(codes.shape[1])]
+    return {
+        "code_usage": float(np.mean([s["code_usage"] for s in levels])),
+        "perplexity": float(np.mean([s["perplexity"] for s in levels])),
+        "code_usage_per_level": [s["code_usage"] for s in levels],
+        "perplexity_per_level": [s["perplexity"] for s in levels],
+    }
+
+
 def evaluate(model: LatentActionModel, untrained: LatentActionModel, train_pairs: FramePairs,
              val_pairs: FramePairs, params: Any, pixels: bool, seed: int) -> dict[str, Any]:
     """All held-out metrics of a trained LAM, with the probes of an untrained one as the floor."""
@@ -106,7 +119,7 @@ def evaluate(model: LatentActionModel, untrained: LatentActionModel, train_pairs
         "psnr_db": 10 * math.log10(1.0 / mse) if pixels else None,
         "controllability_gap": float(gap.mean()),
         "controllability_gap_ci95": episode_bootstrap_ci(gap, val["episode"], params.bootstrap, seed),
-        **code_statistics(val["codes"], model.params.codebook_size),
+        **latent_code_statistics(val["codes"], model.params),
     }
     for name, lam in (("trained", model), ("untrained", untrained)):
         train = encode_pairs(lam, train_pairs, train_rows, seed)

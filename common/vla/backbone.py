@@ -189,7 +189,7 @@ def load_backbone(directory: Path, params: BackboneParams) -> Backbone:
     family = FAMILIES[params.family]
     config = AutoConfig.from_pretrained(directory / CONFIG_DIR)
     tokenizer = AutoTokenizer.from_pretrained(directory / TOKENIZER_DIR)
-    image_processor = type(family.image_processor(None, 64, 8)).from_pretrained(directory / PROCESSOR_DIR)
+    image_processor = family.load_image_processor(directory / PROCESSOR_DIR)
     if params.preset == "tiny":
         vlm = AutoModelForImageTextToText.from_config(config)
     else:

@@ -72,6 +72,10 @@ class Family(Protocol):
         """The family's image processor (from `source` if given), set to show the model `input_size` px images."""
         ...
 
+    def load_image_processor(self, directory: Path) -> Any:
+        """The image processor a finetune output saved (exactly as trained: size included)."""
+        ...
+
     def processor(self, image_processor: Any, tokenizer: PreTrainedTokenizerBase, config: PretrainedConfig) -> Any:
         """The multimodal processor assembled from its parts."""
         ...
@@ -140,9 +144,21 @@ class Qwen3VL:
 
         pixels = {"shortest_edge": input_size * input_size, "longest_edge": input_size * input_size}
         if source is None:
-            return Qwen2VLImageProcessorPil(patch_size=patch_size, merge_size=2, temporal_patch_size=2, size=pixels)
-        # The hub's default minimum-pixels setting would blow small images up: pin the size.
-        return Qwen2VLImageProcessorPil.from_pretrained(source, size=pixels)
+            processor = Qwen2VLImageProcessorPil(patch_size=patch_size, merge_size=2, temporal_patch_size=2,
+                                                 size=pixels)
+        else:  # the hub's default minimum-pixels setting would blow small images up: pin the size
+            processor = Qwen2VLImageProcessorPil.from_pretrained(source, size=pixels)
+        factor = processor.patch_size * processor.merge_size
+        if input_size % factor:
+            raise ValueError(f"backbone.input_size = {input_size} px is not a multiple of {factor} (patch "
+                             f"{processor.patch_size} x merge {processor.merge_size}); the processor would resize it. "
+                             f"Set backbone.input_size to a multiple of {factor}")
+        return processor
+
+    def load_image_processor(self, directory: Path) -> Any:
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+        return Qwen2VLImageProcessorPil.from_pretrained(directory)
 
     def processor(self, image_processor: Any, tokenizer: PreTrainedTokenizerBase, config: PretrainedConfig) -> Any:
         return image_only_qwen3_vl_processor()(image_processor=image_processor, tokenizer=tokenizer)
@@ -209,6 +225,11 @@ class SmolVLM:
         if source is None:
             return Idefics3ImageProcessorPil(**settings)
         return Idefics3ImageProcessorPil.from_pretrained(source, **settings)
+
+    def load_image_processor(self, directory: Path) -> Any:
+        from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+
+        return Idefics3ImageProcessorPil.from_pretrained(directory)
 
     def processor(self, image_processor: Any, tokenizer: PreTrainedTokenizerBase, config: PretrainedConfig) -> Any:
         from transformers import Idefics3Processor

@@ -16,7 +16,8 @@ RESULTS = Path("results/evaluate")  # results/evaluate/<name>/{episodes.jsonl, m
 METRICS_DIR = Path("metrics/evaluate")  # metrics/evaluate/<name>.json
 EPISODES_FILE, META_FILE, VIDEOS_DIR = "episodes.jsonl", "meta.json", "videos"
 INPUTS = (DEMOS,)
-CODE = ("common/evaluation", "common/policy.py", "common/sim.py", "stages/evaluate")
+# common/vla: the `vla` policy loader and its inference code (common/policy.py imports it on demand)
+CODE = ("common/evaluation", "common/policy.py", "common/sim.py", "common/vla", "stages/evaluate")
 
 
 def results_dir(name: str) -> Path:

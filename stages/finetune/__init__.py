@@ -21,7 +21,8 @@ MODEL_ROOT = Path("models/finetune")  # models/finetune/<strategy>-<seed>/
 METRICS_ROOT = Path("metrics/finetune")  # metrics/finetune/<strategy>-<seed>.json
 PLOTS_ROOT = Path("plots/finetune")  # plots/finetune/<strategy>-<seed>.csv: the training loss curve
 CHECKPOINT_ROOT = Path("checkpoints/finetune")  # persists across DVC runs so that a killed run resumes
-CODE = ("common/demos", "common/latents", "common/normalize.py", "common/train.py", "common/vla", "stages/finetune")
+CODE = ("common/demos", "common/latents", "common/normalize.py", "common/tasks.py", "common/train.py", "common/vla",
+        "stages/finetune")  # common/tasks.py: the tiny tokenizer is learnt from its instructions
 STRATEGY_NAMES = ("baseline", "la_align", "la_direct", "la_cond", "la_tok")
 # What each strategy reads besides the demos: DVC deps per matrix item (so a new LAM reruns only its users).
 STRATEGY_INPUTS = {"baseline": (), "la_align": (LAM_CODES,), "la_direct": (LAM_CODES,), "la_cond": (LAM_CODES,),

@@ -114,7 +114,10 @@ def main(params: Params, tracking: TrackingParams, root: Path, item: Item, cfg: 
     image_size = data_meta.image_size[0]
     spec = VlaSpec(item.strategy, params.chunk, data_meta.action_space.dim, data_meta.proprio_dim, params.cameras,
                    image_size, latent_meta, getattr(cfg, "align_hidden", 0), params.backbone, params.head)
-    model = make_vla(spec, item.seed)
+    try:
+        model = make_vla(spec, item.seed)
+    except ValueError as exc:  # a backbone that cannot take these settings
+        raise StageError(f"finetune.backbone: {exc}") from exc
     layout, backbone = model.layout, model.backbone
     prompt = lambda instruction: backbone.prompt_ids(  # noqa: E731
         prompt_text(instruction, params.chunk, layout.placeholders), len(params.cameras), image_size)

@@ -91,7 +91,11 @@ def test_collect_params_semantic_checks(tmp_path: Path) -> None:
 def test_every_params_file_in_the_repo_loads() -> None:
     data = yaml.safe_load((REPO / "params.yaml").read_text())
     stages = sorted(p.name for p in (REPO / "stages").iterdir() if (p / "__init__.py").is_file())
-    assert set(data) == {"tracking", *stages}, "a params.yaml section has no stage package (or the reverse)"
+    shared = {"tracking", "strategy_cfg"}  # read by several stages (strategy_cfg: finetune's per-item sections)
+    assert set(data) == shared | set(stages), "a params.yaml section has no stage package (or the reverse)"
     load_section(REPO / "params.yaml", "tracking", TrackingParams)
+    strategy_cfg = importlib.import_module("stages.finetune.__main__").load_strategy_cfg
+    for strategy in data["strategy_cfg"]:
+        strategy_cfg(REPO / "params.yaml", strategy)
     for stage in stages:
         load_section(REPO / "params.yaml", stage, importlib.import_module(f"stages.{stage}").Params)

@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from common.lam.data import FramePairs
-from common.lam.evaluate import code_statistics, derangement, encode_pairs, episode_bootstrap_ci
+from common.lam.evaluate import (
+    code_statistics,
+    derangement,
+    encode_pairs,
+    episode_bootstrap_ci,
+    latent_code_statistics,
+)
 from common.lam.features import Dinov2Patches, FeatureError, PixelPatches
 from common.lam.model import LamModelParams, LatentActionModel
 from common.lam.objective import LamWithActionHead, lam_loss
@@ -18,8 +24,8 @@ from tests.synthetic import write_moving_square_dataset
 
 TINY = LamModelParams(
     input="pixels", dinov2="", patch_size=4, dim=32, heads=2, encoder_layers=1, decoder_layers=1,
-    codes_per_transition=2, codebook_size=8, code_dim=8, code_metric="cosine", ema_decay=0.9, commitment_weight=0.25,
-    dead_code_threshold=2.0,
+    codes_per_transition=2, codebook_size=8, code_dim=8, quantizer="per_query", code_metric="cosine", ema_decay=0.9,
+    commitment_weight=0.25, dead_code_threshold=2.0,
 )
 OFF = StageRun("test", {}, TrackingParams(False, "", "t"))
 
@@ -122,3 +128,35 @@ def test_statistics_helpers() -> None:
     values = np.r_[np.ones(50), np.zeros(50)]
     low, high = episode_bootstrap_ci(values, np.repeat(np.arange(10), 10), resamples=500, seed=0)
     assert low < 0.5 < high
+
+
+RESIDUAL = dataclasses.replace(TINY, quantizer="residual", code_metric="euclidean")
+
+
+def test_residual_levels_sum_to_the_quantized_latent(squares: Path) -> None:
+    pairs = FramePairs.load(squares, "train", "corner", 1, "quantile")
+    lam = LatentActionModel(RESIDUAL, 16)
+    batch = pairs.sample(0, 0, 0, 32)
+    lam(batch["frame_t"], batch["frame_next"])  # k-means initialisation of every level
+    lam.eval()
+    with torch.no_grad():
+        out = lam(batch["frame_t"], batch["frame_next"])
+        levels = lam.vq.get_codes_from_indices(out.codes[:, None])  # (Q, B, 1, C)
+    assert out.codes.shape == (32, RESIDUAL.codes_per_transition)
+    assert int(out.codes.max()) < RESIDUAL.codebook_size
+    torch.testing.assert_close(out.latent, levels[:, :, 0].transpose(0, 1))
+
+
+def test_residual_latent_carries_the_hidden_action(squares: Path, tmp_path: Path) -> None:
+    pairs = FramePairs.load(squares, "train", "corner", 1, "quantile")
+    val = FramePairs.load(squares, "val", "corner", 1, "quantile")
+    model = build(params=RESIDUAL)
+    train(model, lam_loss, lambda s, p: pairs.sample(0, s, p, 32), train_params(300, checkpoint_every=1000),
+          tmp_path / "ckpt", "leak-residual", OFF)
+    out = encode_pairs(model.lam, val, np.arange(len(val)), seed=0)
+    assert out["error_other"].mean() > 1.5 * out["error"].mean()
+    assert latent_code_statistics(out["codes"], RESIDUAL)["code_usage"] >= 0.5
+
+
+def test_residual_needs_euclidean_codes() -> None:
+    assert any(p.field == "code_metric" for p in dataclasses.replace(RESIDUAL, code_metric="cosine").problems())

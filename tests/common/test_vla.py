@@ -123,7 +123,8 @@ def test_every_strategy_overfits_a_fixed_batch(strategy: str) -> None:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    assert float(loss) < first / 10, f"{strategy}: loss {first:.3f} -> {float(loss):.3f} after {step} steps"
+    final = float(loss.detach())
+    assert final < first / 10, f"{strategy}: loss {first:.3f} -> {final:.3f} after {step} steps"
 
 
 def test_baseline_head_reads_placeholders_not_a_fixed_slice() -> None:

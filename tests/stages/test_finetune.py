@@ -208,3 +208,10 @@ def test_grad_accum_must_divide_the_batch() -> None:
     with pytest.raises(ParamsError, match="grad_accum.*divide train.batch_size"):
         tiny(grad_accum=3)
     assert tiny(grad_accum=2).grad_accum == 2
+
+
+def test_an_image_size_the_backbone_cannot_take_is_a_clear_error(dataset: Path, tmp_path: Path) -> None:
+    root = link(dataset, tmp_path, DEMOS)
+    backbone = {**TINY["backbone"], "input_size": 12}  # not a multiple of patch 4 x merge 2
+    with pytest.raises(StageError, match="input_size = 12 px is not a multiple of 8"):
+        main(tiny(backbone=backbone), OFF, root, Item("baseline", 0), cfg("baseline"))
