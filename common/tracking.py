@@ -99,7 +99,14 @@ class StageRun:
             return self
         import mlflow  # lazy: seconds of import time
 
+        before = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(resolve_tracking_uri(self.tracking, self.root))
+        # MLflow also exports the URI to the environment; undo that so this run's store does not silently become
+        # the store of every later run resolved in this process (or its children) under other params.
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
         experiment = mlflow.set_experiment(self.tracking.experiment)
         tags = {"dvc.stage": self.address, "dvc.stage.base": self.stage.split("@")[0],
                 "git.commit": git_commit(self.root)}

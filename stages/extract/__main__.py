@@ -112,15 +112,18 @@ def main(params: Params, tracking: TrackingParams, root: Path = Path(".")) -> di
             "demos": len(names), "steps": steps,
             "lam_padded_steps": int(sum(c["pad"].sum() for c in codes)),
             "chunk_padded_steps": int(sum(t["pad"].sum() for t in tokens)),
-            "lam_steps_per_second": steps / lam_seconds, "action_vq_steps_per_second": steps / vq_seconds,
-            "end_to_end_steps_per_second": steps / (time.perf_counter() - started), "batch_size": params.batch_size,
+            "batch_size": params.batch_size,
         }
+        # Throughput differs from run to run: MLflow only, so the metrics file (and its hash in dvc.lock) is
+        # reproducible.
+        speed = {"lam_steps_per_second": steps / lam_seconds, "action_vq_steps_per_second": steps / vq_seconds,
+                 "end_to_end_steps_per_second": steps / (time.perf_counter() - started)}
         write_json(root / METRICS, metrics)
-        run.log_metrics(metrics)
+        run.log_metrics({**metrics, **speed})
         run.set_tags({"dataset.sha256": dataset_hash})
     log.info("extract: %d demos, %d steps; LAM %.0f steps/s, tokenizer %.0f steps/s", len(names), steps,
-             metrics["lam_steps_per_second"], metrics["action_vq_steps_per_second"])
-    return metrics
+             speed["lam_steps_per_second"], speed["action_vq_steps_per_second"])
+    return {**metrics, **speed}
 
 
 if __name__ == "__main__":

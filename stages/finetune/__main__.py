@@ -143,10 +143,12 @@ def main(params: Params, tracking: TrackingParams, root: Path, item: Item, cfg: 
                        accumulate=params.grad_accum)
         metrics = evaluate(model, val_batches, params.eval.max_samples, params.eval.batch_size, action_stats,
                            params.normalization)
-        metrics.update(train_steps=result.steps, resumed_from=result.resumed_from, train_samples=len(train_set),
-                       samples_per_second=result.samples_per_second, data_wait_fraction=result.data_wait_fraction,
-                       peak_memory_mb=result.peak_memory_mb,
+        metrics.update(train_steps=result.steps, train_samples=len(train_set),
                        **{f"train_{k}": v for k, v in result.final_metrics.items()})
+        # Timings and resume points differ from run to run: MLflow only, so the metrics file (and its hash in
+        # dvc.lock) is reproducible.
+        run_stats = {"resumed_from": result.resumed_from, "samples_per_second": result.samples_per_second,
+                     "data_wait_fraction": result.data_wait_fraction, "peak_memory_mb": result.peak_memory_mb}
         meta = {"policy": "vla", "strategy": item.strategy, "seed": item.seed, "normalization": params.normalization,
                 # what evaluation checks against the environment, at the top level (the full spec: "spec")
                 "cameras": list(params.cameras), "image_size": image_size, "action_dim": spec.action_dim,
@@ -161,10 +163,10 @@ def main(params: Params, tracking: TrackingParams, root: Path, item: Item, cfg: 
             save_vla(model.cpu(), spec, tmp, meta)
         curve.write_csv(plots_path)
         write_json(metrics_path, metrics)
-        run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        run.log_metrics({k: v for k, v in {**metrics, **run_stats}.items() if isinstance(v, (int, float))})
         run.set_tags({"dataset.sha256": hashes[0], "strategy": item.strategy, "seed": str(item.seed)})
     log.info("%s: %s", item.name, json.dumps({k: round(v, 4) for k, v in metrics.items() if k.startswith("val_")}))
-    return metrics
+    return {**metrics, **run_stats}
 
 
 

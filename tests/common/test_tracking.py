@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,11 @@ def test_disabled_tracking_touches_nothing(tmp_path: Path) -> None:
         run.log_metrics({"a": 1.0})
         run.set_tags({"t": "v"})
     assert run.run_id is None and list(tmp_path.iterdir()) == []
+
+
+def test_a_run_does_not_leak_its_store_into_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with StageRun("collect", {}, TrackingParams(True, "", "t"), tmp_path):
+        pass
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert resolve_tracking_uri(TrackingParams(True, "", "t"), tmp_path / "other").endswith("other/mlflow.db")
