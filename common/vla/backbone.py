@@ -150,6 +150,12 @@ def build_backbone(params: BackboneParams, template: str, added_tokens: tuple[st
         config = AutoConfig.from_pretrained(params.pretrained)
         vlm = AutoModelForImageTextToText.from_pretrained(params.pretrained, dtype=torch.float32)
         image_processor = family.image_processor(params.pretrained, input_size, 0)
+    return _assemble(params, family, vlm, tokenizer, image_processor, config)
+
+
+def _assemble(params: BackboneParams, family: Any, vlm: nn.Module, tokenizer: Any, image_processor: Any,
+              config: Any) -> Backbone:
+    """Room for the added tokens, LoRA if asked, and the processor: the same for a new and a reloaded backbone."""
     # Qwen's 151936-row table has room for new tokens; SmolVLM's equals its vocabulary and must grow. Never
     # shrink: resizing Qwen to len(tokenizer) would cut rows the checkpoint owns.
     grown = len(tokenizer) > vlm.get_input_embeddings().num_embeddings
@@ -194,9 +200,4 @@ def load_backbone(directory: Path, params: BackboneParams) -> Backbone:
         vlm = AutoModelForImageTextToText.from_config(config)
     else:
         vlm = AutoModelForImageTextToText.from_pretrained(params.pretrained, dtype=torch.float32)
-    grown = len(tokenizer) > vlm.get_input_embeddings().num_embeddings
-    if grown:
-        vlm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-    if params.lora.rank > 0:
-        apply_lora(vlm, params.lora)
-    return Backbone(params.family, vlm, family.processor(image_processor, tokenizer, config), grown)
+    return _assemble(params, family, vlm, tokenizer, image_processor, config)
