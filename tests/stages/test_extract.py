@@ -50,7 +50,7 @@ def test_sidecars_annotate_every_step_with_padding_recorded(run: Path) -> None:
     assert vq_demo["pad"].sum(1).tolist() == [0] * 9 + [1, 2, 3]  # chunk steps past the last action
     metrics = json.loads((run / METRICS).read_text())
     assert (metrics["steps"], metrics["lam_padded_steps"], metrics["chunk_padded_steps"]) == (96, 16, 48)
-    assert metrics["end_to_end_steps_per_second"] > 0
+    assert not any("per_second" in key for key in metrics)  # timings go to MLflow: the file is reproducible
 
 
 def test_extracted_ids_match_the_committed_golden_file(run: Path) -> None:
