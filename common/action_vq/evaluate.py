@@ -58,20 +58,26 @@ def reconstruction_errors(reconstruction: np.ndarray, raw: np.ndarray, pad: np.n
     }
 
 
+def level_statistics(tokens: np.ndarray, vocab: int, levels: int) -> dict[str, float]:
+    """Code usage and perplexity of (N, tokens) ids; residual levels: each level's codebook alone, averaged."""
+    per_level = [code_statistics(tokens[:, level::levels], vocab) for level in range(levels)]
+    return {key: float(np.mean([s[key] for s in per_level])) for key in ("code_usage", "perplexity")}
+
+
 def evaluate(tokenizer: ActionTokenizer, train: ActionChunks, val: ActionChunks, stats: Stats, normalization: str,
              names: tuple[str, ...]) -> dict[str, Any]:
     """All held-out metrics of a trained tokenizer."""
     held = tokenize(tokenizer, val.chunks)
     seen = tokenize(tokenizer, train.chunks)
-    vocab = tokenizer.params.vocab_size
-    usage = code_statistics(held["tokens"], vocab)
+    vocab, levels = tokenizer.params.vocab_size, tokenizer.params.residual_levels
+    usage = level_statistics(held["tokens"], vocab, levels)
     return {
         "heldout_chunks": int(len(val)),
         "heldout_episodes": int(len(val.names)),
         **reconstruction_errors(held["reconstruction"], val.raw, val.pad, stats, normalization, names),
         "code_usage": usage["code_usage"],
         "perplexity": usage["perplexity"],
-        "train_code_usage": code_statistics(seen["tokens"], vocab)["code_usage"],
+        "train_code_usage": level_statistics(seen["tokens"], vocab, levels)["code_usage"],
         "train_reconstruction_mse": reconstruction_errors(seen["reconstruction"], train.raw, train.pad, stats,
                                                           normalization, names)["reconstruction_mse"],
         "tokens_per_chunk": int(tokenizer.tokens_per_chunk),

@@ -3,7 +3,8 @@
     features  actions (K, A) and their FFT over time (real, imaginary), per step         (B, K, 3A)
     encoder   Linear -> dim, three non-causal dilated Conv1d (dilation 1, 2, 4; residual), transformer
     tokens    each group of steps_per_token steps -> Linear -> code_dim -> quantizer
-              vq:  EMA codebook (vector-quantize-pytorch), continuous dead-code restarts, commitment loss
+              vq:  EMA codebook (vector-quantize-pytorch), continuous dead-code restarts, commitment loss;
+                   with residual_levels L > 1, L codebooks refine each latent (VQ-BeT's residual VQ): L tokens each
               fsq: finite scalar quantization (QueST-like; no codebook to collapse), levels set the vocabulary
     decoder   token_mlp: each token alone -> its steps' actions (the study's per-token MLP)
               transformer: the chunk's tokens together -> their steps' actions
@@ -20,7 +21,7 @@ from typing import Literal
 
 import torch
 from torch import nn
-from vector_quantize_pytorch import FSQ, VectorQuantize
+from vector_quantize_pytorch import FSQ, ResidualVQ, VectorQuantize
 
 from common.config import Problem
 
@@ -37,6 +38,7 @@ class TokenizerParams:
     decoder: Literal["token_mlp", "transformer"]
     code_dim: int
     codebook_size: int  # vq only
+    residual_levels: int  # vq only: 1 = one code per latent (the study); L > 1 = L residual codes per latent
     fsq_levels: list[int]  # fsq only: the vocabulary is their product
     ema_decay: float  # vq only
     commitment_weight: float  # vq only
@@ -52,7 +54,7 @@ class TokenizerParams:
     def problems(self) -> list[Problem]:
         """Range and consistency checks."""
         out = []
-        for name in ("steps_per_token", "dim", "heads", "layers", "code_dim", "codebook_size"):
+        for name in ("steps_per_token", "dim", "heads", "layers", "code_dim", "codebook_size", "residual_levels"):
             if getattr(self, name) < 1:
                 out.append(Problem(name, getattr(self, name), "must be at least 1", "use a positive integer"))
         if self.heads >= 1 and self.dim % self.heads:
@@ -60,6 +62,9 @@ class TokenizerParams:
         if not self.fsq_levels or any(level < 3 for level in self.fsq_levels):
             out.append(Problem("fsq_levels", self.fsq_levels, "needs at least one level, each >= 3",
                                "e.g. [8, 5, 5, 5]"))
+        if self.quantizer == "fsq" and self.residual_levels != 1:
+            out.append(Problem("residual_levels", self.residual_levels, "applies to quantizer vq only",
+                               "set 1 with fsq"))
         if not 0 < self.ema_decay < 1:
             out.append(Problem("ema_decay", self.ema_decay, "must be in (0, 1)", "e.g. 0.99"))
         if not 0 <= self.mask_ratio < 1:
@@ -76,7 +81,7 @@ class TokenizerOutput:
     """Everything one forward pass computes."""
 
     reconstruction: torch.Tensor  # (B, K, A) normalized actions
-    tokens: torch.Tensor  # (B, K / steps_per_token) int64 ids
+    tokens: torch.Tensor  # (B, K / steps_per_token * residual_levels) int64 ids, levels of a position adjacent
     vectors: torch.Tensor  # (B, K / steps_per_token, code_dim) quantized code vectors
     latent: torch.Tensor  # (B, K / steps_per_token, code_dim) before quantization
     vq_loss: torch.Tensor  # commitment loss (0 for fsq)
@@ -102,7 +107,8 @@ class ActionTokenizer(nn.Module):
         if chunk % params.steps_per_token:
             raise ValueError(f"chunk {chunk} is not a multiple of steps_per_token {params.steps_per_token}")
         self.params, self.chunk, self.action_dim = params, chunk, action_dim
-        self.tokens_per_chunk = chunk // params.steps_per_token
+        self.positions = chunk // params.steps_per_token  # latents per chunk
+        self.tokens_per_chunk = self.positions * params.residual_levels
         d, s = params.dim, params.steps_per_token
         self.embed = nn.Linear(3 * action_dim, d)
         self.mask_embedding = nn.Parameter(torch.zeros(1, 1, d))
@@ -111,13 +117,16 @@ class ActionTokenizer(nn.Module):
         self.encoder = nn.ModuleList(_block(d, params.heads) for _ in range(params.layers))
         self.to_code = nn.Sequential(nn.LayerNorm(s * d), nn.Linear(s * d, params.code_dim))
         if params.quantizer == "vq":
-            self.quantizer: nn.Module = VectorQuantize(
-                dim=params.code_dim,
+            options = dict(
                 codebook_size=params.codebook_size,
                 decay=params.ema_decay,
                 commitment_weight=params.commitment_weight,
                 kmeans_init=True,  # start the codebook from the first batch's latents, not from noise
                 threshold_ema_dead_code=params.dead_code_threshold,
+            )
+            self.quantizer: nn.Module = (
+                VectorQuantize(dim=params.code_dim, **options) if params.residual_levels == 1
+                else ResidualVQ(dim=params.code_dim, num_quantizers=params.residual_levels, **options)
             )
         else:
             self.quantizer = FSQ(levels=list(params.fsq_levels), dim=params.code_dim)
@@ -127,7 +136,7 @@ class ActionTokenizer(nn.Module):
                 nn.Linear(4 * d, s * action_dim),
             )
         else:
-            self.decoder = TransformerDecoder(params, self.tokens_per_chunk, s * action_dim)
+            self.decoder = TransformerDecoder(params, self.positions, s * action_dim)
 
     def latents(self, chunk: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Pre-quantization latents (B, K/s, code_dim) of normalized chunks (B, K, A); `mask` (B, K) hides steps."""
@@ -140,14 +149,17 @@ class ActionTokenizer(nn.Module):
         x = x.transpose(1, 2)  # (B, K, D)
         for block in self.encoder:
             x = block(x)
-        grouped = x.reshape(x.shape[0], self.tokens_per_chunk, -1)  # (B, K/s, s*D)
+        grouped = x.reshape(x.shape[0], self.positions, -1)  # (B, K/s, s*D)
         return self.to_code(grouped)
 
     def quantize(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Latents -> (code vectors, token ids, commitment loss)."""
-        if self.params.quantizer == "vq":
+        if self.params.quantizer == "vq" and self.params.residual_levels == 1:
             vectors, tokens, loss = self.quantizer(latent)
             return vectors, tokens, loss
+        if self.params.quantizer == "vq":
+            vectors, tokens, losses = self.quantizer(latent)  # tokens (B, K/s, L)
+            return vectors, tokens.flatten(1), losses.sum()
         vectors, tokens = self.quantizer(latent)
         return vectors, tokens, latent.new_zeros(())
 
@@ -157,7 +169,9 @@ class ActionTokenizer(nn.Module):
         return out.reshape(out.shape[0], self.chunk, self.action_dim)
 
     def tokens_to_vectors(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Token ids (B, K/s) -> their code vectors (B, K/s, code_dim)."""
+        """Token ids (B, tokens_per_chunk) -> their code vectors (B, K/s, code_dim)."""
+        if self.params.quantizer == "vq" and self.params.residual_levels > 1:
+            return self.quantizer.get_output_from_indices(tokens.reshape(tokens.shape[0], self.positions, -1))
         if self.params.quantizer == "vq":
             return self.quantizer.get_output_from_indices(tokens)
         return self.quantizer.indices_to_codes(tokens)

@@ -29,7 +29,7 @@ class TokenizerObjective(nn.Module):
             # it gives the full chunk, so each token carries context from its neighbours.
             mask = torch.rand(chunk.shape[:2], device=chunk.device) < params.mask_ratio  # (B, K)
             masked = self.tokenizer.latents(chunk, mask)
-            token_mask = mask.reshape(mask.shape[0], self.tokenizer.tokens_per_chunk, -1).any(-1)  # (B, K/s)
+            token_mask = mask.reshape(mask.shape[0], self.tokenizer.positions, -1).any(-1)  # (B, K/s)
             if token_mask.any():
                 error = (masked - out.latent.detach()).pow(2).mean(-1)  # (B, K/s)
                 masked_loss = error[token_mask].mean()

@@ -17,8 +17,8 @@ from common.train import TrainParams, train
 
 TINY = TokenizerParams(
     quantizer="vq", steps_per_token=1, dim=32, heads=2, layers=1, decoder="token_mlp", code_dim=8, codebook_size=32,
-    fsq_levels=[5, 5, 5], ema_decay=0.9, commitment_weight=0.25, dead_code_threshold=1.0, mask_ratio=0.15,
-    mask_weight=1.0,
+    residual_levels=1, fsq_levels=[5, 5, 5], ema_decay=0.9, commitment_weight=0.25, dead_code_threshold=1.0,
+    mask_ratio=0.15, mask_weight=1.0,
 )
 OFF = StageRun("test", {}, TrackingParams(False, "", "t"))
 
@@ -65,7 +65,11 @@ def test_fft_features_are_the_chunk_and_its_spectrum() -> None:
     torch.testing.assert_close(torch.fft.ifft(spectrum, dim=1, norm="ortho").real, chunk)
 
 
-@pytest.mark.parametrize("params", [TINY, dataclasses.replace(TINY, quantizer="fsq")], ids=["vq", "fsq"])
+RESIDUAL = dataclasses.replace(TINY, residual_levels=2)
+
+
+@pytest.mark.parametrize("params", [TINY, dataclasses.replace(TINY, quantizer="fsq"), RESIDUAL],
+                         ids=["vq", "fsq", "residual"])
 def test_a_smooth_signal_reconstructs_under_a_bound(params: TokenizerParams, tmp_path: Path) -> None:
     data, held = smooth_chunks(4096, 8, seed=0), smooth_chunks(512, 8, seed=1)
     model = build(params)
@@ -74,8 +78,20 @@ def test_a_smooth_signal_reconstructs_under_a_bound(params: TokenizerParams, tmp
     out = tokenize(model.tokenizer, held)
     mse = float(((out["reconstruction"] - held) ** 2).mean())
     assert mse < 0.01, mse  # the signal's variance is about 0.19: 19x below it
-    assert out["tokens"].shape == (512, 8 // params.steps_per_token)
+    assert out["tokens"].shape == (512, 8 // params.steps_per_token * params.residual_levels)
     assert out["tokens"].min() >= 0 and out["tokens"].max() < params.vocab_size
+
+
+def test_residual_tokens_decode_back_to_their_vectors() -> None:
+    tokenizer = build(RESIDUAL).tokenizer
+    chunk = torch.from_numpy(smooth_chunks(64, 8, seed=0))
+    tokenizer(chunk)  # k-means initialisation of both levels
+    tokenizer.eval()
+    with torch.no_grad():
+        out = tokenizer(chunk)
+        assert out.tokens.shape == (64, 16) and tokenizer.tokens_per_chunk == 16
+        torch.testing.assert_close(tokenizer.tokens_to_vectors(out.tokens), out.vectors)
+    assert any(p.field == "residual_levels" for p in dataclasses.replace(RESIDUAL, quantizer="fsq").problems())
 
 
 def test_resume_after_two_steps_equals_four_straight_steps(tmp_path: Path) -> None:

@@ -17,8 +17,8 @@ from tests.synthetic import write_moving_square_dataset
 OFF = TrackingParams(enabled=False, uri="", experiment="test")
 TINY_MODEL = {
     "quantizer": "vq", "steps_per_token": 1, "dim": 32, "heads": 2, "layers": 1, "decoder": "token_mlp",
-    "code_dim": 8, "codebook_size": 16, "fsq_levels": [3, 3, 3], "ema_decay": 0.9, "commitment_weight": 0.25,
-    "dead_code_threshold": 1.0, "mask_ratio": 0.15, "mask_weight": 1.0,
+    "code_dim": 8, "codebook_size": 16, "residual_levels": 1, "fsq_levels": [3, 3, 3], "ema_decay": 0.9,
+    "commitment_weight": 0.25, "dead_code_threshold": 1.0, "mask_ratio": 0.15, "mask_weight": 1.0,
 }
 TINY = {
     "chunk": 4, "normalization": "quantile", "model": TINY_MODEL,
