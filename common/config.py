@@ -194,9 +194,15 @@ def _semantic_problems(value: Any, prefix: str) -> Iterator[Problem]:
             yield dataclasses.replace(p, field=f"{prefix}.{p.field}")
 
 
-def _closest(word: str, options: Any) -> str:
+def closest_name(word: str, options: Any) -> str | None:
+    """The option most like `word` (for "did you mean" hints), or None when nothing is close."""
     match = difflib.get_close_matches(word, [str(o) for o in options], n=1)
-    return f" (did you mean '{match[0]}'?)" if match else ""
+    return match[0] if match else None
+
+
+def _closest(word: str, options: Any) -> str:
+    match = closest_name(word, options)
+    return f" (did you mean '{match}'?)" if match else ""
 
 
 def _example(tp: Any) -> str:

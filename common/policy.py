@@ -9,7 +9,6 @@ prove the harness, one scoring near 100%, the other near 0.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import pickle
 import zipfile
@@ -20,6 +19,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 import numpy as np
 
 from common.cli import StageError
+from common.config import closest_name
 from common.sim import ACTION_SPACE
 
 META_FILE = "meta.json"
@@ -109,9 +109,9 @@ def _existing_dir(dir_or_name: str | Path) -> Path:
     """The policy directory, or a PolicyError that suggests the closest built-in name."""
     directory = Path(dir_or_name)
     if not directory.is_dir():
-        hint = difflib.get_close_matches(directory.name, list(_BUILTINS), n=1)
+        hint = closest_name(directory.name, _BUILTINS)
         raise PolicyError(f"policy {str(dir_or_name)!r}: neither a directory nor a built-in policy {builtin_names()}"
-                          + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                          + (f" (did you mean {hint!r}?)" if hint else "")
                           + ". Next step: pass a trained policy directory, e.g. models/finetune/<strategy>-<seed>")
     return directory
 
@@ -131,9 +131,9 @@ def load_policy(dir_or_name: str | Path) -> Policy:
     name = meta[POLICY_KEY]
     _import_known_loaders()
     if name not in _LOADERS:
-        hint = difflib.get_close_matches(name, list(_LOADERS), n=1)
+        hint = closest_name(name, _LOADERS)
         raise PolicyError(f"{directory / META_FILE}: {POLICY_KEY} = {name!r} names no registered loader "
-                          f"(known: {sorted(_LOADERS)})" + (f"; did you mean {hint[0]!r}?" if hint else ""))
+                          f"(known: {sorted(_LOADERS)})" + (f"; did you mean {hint!r}?" if hint else ""))
     try:
         policy = _LOADERS[name](directory, meta)
     except PolicyError:

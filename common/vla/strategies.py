@@ -16,12 +16,11 @@ token weight under `baseline` is an unknown key, not a silent no-op.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from typing import Any, Callable, Literal
 
 import torch
 
-from common.config import Problem
+from common.config import Problem, closest_name
 
 LatentKind = Literal["none", "lam", "action_vq"]
 PLACEHOLDER = "<|act_query|>"
@@ -126,8 +125,8 @@ def register(name: str, latent: LatentKind, cfg: type) -> Callable[[Callable[[in
 def get_strategy(name: str) -> Strategy:
     """The registered strategy; an unknown name raises with the closest match."""
     if name not in STRATEGIES:
-        match = difflib.get_close_matches(name, list(STRATEGIES), n=1)
-        hint = f" Did you mean '{match[0]}'?" if match else ""
+        match = closest_name(name, STRATEGIES)
+        hint = f" Did you mean '{match}'?" if match else ""
         raise KeyError(f"unknown strategy {name!r}.{hint} Known: {sorted(STRATEGIES)}")
     return STRATEGIES[name]
 
