@@ -1,5 +1,6 @@
 # Two entry points do every set-up step on a fresh machine:
-#   make study   venv + packages + system libraries, then `dvc repro` on params.yaml
+#   make study   venv + packages + system libraries, then the study's DAG (dvc.yaml on params.yaml) through the
+#                Prefect flow, two stages at a time; `dvc repro` runs the same DAG one stage at a time
 #   make test    the same set-up, then the test suite
 # Both are idempotent: a second call only reruns what changed.
 
@@ -19,7 +20,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup system-deps study test bench-collect bench-lam bench-evaluate clean-venv study-parallel audit bench-action-vq bench-extract bench-finetune
+.PHONY: setup system-deps study smoke test bench-collect bench-lam bench-evaluate clean-venv study-parallel audit bench-action-vq bench-extract bench-finetune
 
 setup: system-deps $(INSTALLED)
 
@@ -34,15 +35,17 @@ $(INSTALLED): pyproject.toml constraints.txt | $(PY)
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $@
 
-study: setup
-	$(VENV)/bin/dvc repro
-
-# The same DAG as a Prefect flow: independent stages (the strategy x seed matrix) run side by side, each as
-# `dvc --wait-for-lock repro --single-item <stage>`, with retries and MLflow lineage; ends with `dvc status` clean.
+# The DAG as a Prefect flow: independent stages (the strategy x seed matrix, the baseline beside the LAM) run side
+# by side, each as `dvc --wait-for-lock repro --single-item <stage>`, with retries and MLflow lineage; ends with
+# `dvc status` clean. Two at a time by default (one per core; each training stage uses one torch thread).
 # FLOW_ARGS, e.g. FLOW_ARGS="--max-parallel 4 --runner dask" or a list of stages to bring up to date.
 FLOW_ARGS ?= --max-parallel 2
-study-parallel: setup
+study study-parallel: setup
 	$(PY) -m flows $(FLOW_ARGS)
+
+# The whole DAG at toy sizes (configs/smoke.yaml) in a temporary git + DVC copy of the project, through the flow.
+smoke: setup
+	$(PY) -m pytest tests/flows/test_smoke_dag.py
 
 # For every evaluation (or AUDIT_ARGS="--metric metrics/evaluate/la_tok-0.json:success.rate"): the chain of
 # stages with hashes and params; fails if the files, dvc.lock and MLflow disagree.

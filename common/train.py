@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
+import math
 import resource
 import shutil
 import time
@@ -37,7 +39,10 @@ class TrainParams:
     batch_size: int  # per process
     lr: float
     weight_decay: float
-    warmup_steps: int  # linear warm-up, then constant (a resumed run with more steps continues the same curve)
+    warmup_steps: int  # linear warm-up, then `schedule`
+    # constant: a resumed run with more steps continues the same curve; cosine: decays to 0 at the last step (the
+    # curve depends on `steps`, so a checkpoint made for another number of steps is not resumed)
+    schedule: Literal["constant", "cosine"]
     grad_clip: float
     precision: Literal["auto", "fp32", "bf16"]  # auto: bf16 on a GPU, fp32 on a CPU
     log_every: int
@@ -72,6 +77,24 @@ class TrainResult:
 
 
 LossFn = Callable[[torch.nn.Module, Any], tuple[torch.Tensor, Mapping[str, float]]]
+
+
+def resume_fields(params: TrainParams) -> dict[str, Any]:
+    """The training params a checkpoint must share to be resumed: all but the cadence, and the step count unless
+    the learning-rate curve depends on it."""
+    fields = dataclasses.asdict(params)
+    for key in ("log_every", "checkpoint_every") + (("steps",) if params.schedule == "constant" else ()):
+        fields.pop(key)
+    return fields
+
+
+def lr_factor(params: TrainParams, step: int) -> float:
+    """The learning rate at optimizer step `step` as a fraction of params.lr: linear warm-up, then the schedule."""
+    warmup = max(params.warmup_steps, 1)
+    if step < warmup or params.schedule == "constant":
+        return min(1.0, (step + 1) / warmup)
+    progress = (step - warmup + 1) / max(params.steps - warmup, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
 def make_accelerator(params: TrainParams) -> Any:
@@ -151,8 +174,7 @@ def train(
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=params.lr, weight_decay=params.weight_decay
     )
-    warmup = max(params.warmup_steps, 1)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(lr_factor, params))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     resume_path, start = latest_checkpoint(checkpoint_dir, fingerprint, params.steps)

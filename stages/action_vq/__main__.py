@@ -23,17 +23,17 @@ from common.demos import DemoReader, validate_file
 from common.normalize import bounds
 from common.provenance import code_fingerprint, file_sha256
 from common.tracking import StageRun, TrackingParams
-from common.train import TrainResult, train
+from common.train import TrainResult, resume_fields, train
 from stages.action_vq import CHECKPOINTS, CODE, DEMOS, METRICS, MODEL_DIR, STAGE, Params
 
 log = logging.getLogger(__name__)
 
 
 def run_fingerprint(params: Params, dataset_hash: str, code: str) -> str:
-    """What a checkpoint must match to be resumed: everything but the step count and logging cadence."""
+    """What a checkpoint must match to be resumed: everything but the logging cadence (and the step count
+    under a constant learning rate)."""
     config = to_dict(params)
-    for key in ("steps", "log_every", "checkpoint_every"):
-        config["train"].pop(key)
+    config["train"] = resume_fields(params.train)
     return hashlib.sha256(json.dumps([config, dataset_hash, code], sort_keys=True).encode()).hexdigest()[:16]
 
 

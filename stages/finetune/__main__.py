@@ -20,7 +20,7 @@ from common.demos import DemoReader, validate_file
 from common.demos.schema import Stats
 from common.provenance import code_fingerprint, file_sha256
 from common.tracking import StageRun, TrackingParams
-from common.train import latest_checkpoint, train
+from common.train import latest_checkpoint, resume_fields, train
 from common.vla.build import VlaSpec, added_tokens, make_vla, save_vla
 from common.vla.data import Batches, Episodes
 from common.vla.evaluate import evaluate
@@ -45,10 +45,10 @@ def load_strategy_cfg(path: Path, strategy: str) -> Any:
 
 
 def run_fingerprint(params: Params, cfg: Any, item: Item, hashes: list[str], code: str) -> str:
-    """What a checkpoint must match to be resumed: everything but the step count, cadence and evaluation."""
+    """What a checkpoint must match to be resumed: everything but the cadence and evaluation (and the step
+    count under a constant learning rate)."""
     config = to_dict(params)
-    for key in ("steps", "log_every", "checkpoint_every"):
-        config["train"].pop(key)
+    config["train"] = resume_fields(params.train)
     config.pop("eval")
     config.pop("threads")  # speed only
     blob = json.dumps([config, to_dict(cfg), dataclasses.asdict(item), hashes, code], sort_keys=True)

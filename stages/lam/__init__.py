@@ -45,6 +45,7 @@ class Params:
     normalization: Literal["quantile", "minmax"]  # of the action chunks the action head and probes predict
     action_head_weight: float  # 0 disables the action-regression head (the study: 0.5)
     action_head_fraction: float  # share of each batch whose action chunk supervises the head (the study: ~0.1)
+    threads: int  # torch CPU threads (0: torch's default); 1 when other stages share a 2-core machine
     model: LamModelParams
     train: TrainParams
     eval: EvalParams
@@ -58,4 +59,6 @@ class Params:
             out.append(Problem("action_head_weight", self.action_head_weight, "must not be negative", "use >= 0"))
         if not 0 < self.action_head_fraction <= 1:
             out.append(Problem("action_head_fraction", self.action_head_fraction, "must be in (0, 1]", "e.g. 0.1"))
+        if self.threads < 0:
+            out.append(Problem("threads", self.threads, "must not be negative", "0 (torch default) or e.g. 1"))
         return out

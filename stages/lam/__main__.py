@@ -22,18 +22,19 @@ from common.lam.model import LatentActionModel
 from common.lam.objective import LamWithActionHead, lam_loss
 from common.provenance import code_fingerprint, file_sha256
 from common.tracking import StageRun, TrackingParams
-from common.train import TrainResult, train
+from common.train import TrainResult, resume_fields, train
 from stages.lam import CHECKPOINTS, CODE, DEMOS, META_FILE, METRICS, MODEL_DIR, MODEL_FILE, STAGE, Params
 
 log = logging.getLogger(__name__)
 
 
 def run_fingerprint(params: Params, dataset_hash: str, code: str) -> str:
-    """What a checkpoint must match to be resumed: everything but the step count and logging cadence."""
+    """What a checkpoint must match to be resumed: everything but the logging cadence (and the step count
+    under a constant learning rate)."""
     config = to_dict(params)
-    for key in ("steps", "log_every", "checkpoint_every"):
-        config["train"].pop(key)
+    config["train"] = resume_fields(params.train)
     config.pop("eval")
+    config.pop("threads")  # speed only
     return hashlib.sha256(json.dumps([config, dataset_hash, code], sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -70,6 +71,8 @@ def main(params: Params, tracking: TrackingParams, root: Path = Path(".")) -> di
     val_pairs = FramePairs.load(demos, "val", params.camera, params.gap, params.normalization)
     log.info("%d training pairs, %d held-out pairs (gap %d)", len(train_pairs), len(val_pairs), params.gap)
 
+    if params.threads:
+        torch.set_num_threads(params.threads)
     torch.manual_seed(params.train.seed)
     try:
         lam = LatentActionModel(params.model, image_size)

@@ -29,8 +29,8 @@ def one_thread() -> None:
 
 
 def train_params(steps: int, **changes: object) -> TrainParams:
-    base = dict(steps=steps, batch_size=64, lr=2e-3, weight_decay=0.0, warmup_steps=10, grad_clip=1.0,
-                precision="fp32", log_every=50, checkpoint_every=1000, seed=0)
+    base = dict(steps=steps, batch_size=64, lr=2e-3, weight_decay=0.0, warmup_steps=10, schedule="constant",
+                grad_clip=1.0, precision="fp32", log_every=50, checkpoint_every=1000, seed=0)
     return TrainParams(**{**base, **changes})  # type: ignore[arg-type]
 
 

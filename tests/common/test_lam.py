@@ -31,8 +31,8 @@ OFF = StageRun("test", {}, TrackingParams(False, "", "t"))
 
 
 def train_params(steps: int, **changes: object) -> TrainParams:
-    base = dict(steps=steps, batch_size=16, lr=1e-3, weight_decay=0.0, warmup_steps=1, grad_clip=1.0,
-                precision="fp32", log_every=10, checkpoint_every=2, seed=0)
+    base = dict(steps=steps, batch_size=16, lr=1e-3, weight_decay=0.0, warmup_steps=1, schedule="constant",
+                grad_clip=1.0, precision="fp32", log_every=10, checkpoint_every=2, seed=0)
     return TrainParams(**{**base, **changes})  # type: ignore[arg-type]
 
 

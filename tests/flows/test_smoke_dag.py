@@ -1,5 +1,6 @@
-"""The real stages end to end through the flow, in a temporary git + DVC copy of the project (tiny params):
-`dvc status` clean afterwards, the audit passes, and a modified model is caught."""
+"""The whole DAG end to end at the `smoke` sizes (configs/smoke.yaml), through the Prefect flow, in a temporary git +
+DVC copy of the project: every stage completes, `dvc status` is clean, the audit passes for a reported number, and
+a modified model is caught."""
 
 from __future__ import annotations
 
@@ -7,38 +8,49 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from common.audit import audit
 from flows.study import FlowOptions, dvc_status, run_study
-from tests.flows.toy import dvc, project_repo
-from tests.stages.test_collect import TINY as TINY_COLLECT
-from tests.stages.test_lam import TINY as TINY_LAM
+from tests.flows.toy import PROJECT, dvc, project_repo
 
-TARGETS = ("lam",)  # the lead's smoke params file will widen this to the whole DAG
+SMOKE = PROJECT / "configs/smoke.yaml"
+
+
+def test_smoke_params_have_every_section_of_params_yaml() -> None:
+    smoke = yaml.safe_load(SMOKE.read_text())
+    default = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    assert list(smoke) == list(default)
+    assert smoke["report"]["strategies"] == default["report"]["strategies"]
+    assert smoke["report"]["seeds"] == default["report"]["seeds"]
 
 
 @pytest.mark.slow
 def test_smoke_dag_through_the_flow_then_audit(tmp_path: Path) -> None:
-    overrides = {
-        "tracking": {"enabled": True, "uri": "", "experiment": "smoke"},
-        "collect": {**TINY_COLLECT, "tasks": ["drawer-open-v3"], "demos_per_task": 2, "val_demos_per_task": 1,
-                    "heldout_layouts_per_task": 1, "workers": 1},
-        "lam": {**TINY_LAM, "model": {**TINY_LAM["model"], "patch_size": 8}},
-    }
-    root = project_repo(tmp_path / "repo", overrides)
-    options = FlowOptions(root=root, targets=TARGETS, max_parallel=2, retries=0, retry_delay_s=0, runner="thread",
+    root = project_repo(tmp_path / "repo", yaml.safe_load(SMOKE.read_text()))
+    options = FlowOptions(root=root, targets=(), max_parallel=2, retries=0, retry_delay_s=0, runner="thread",
                           address=None)
-    assert run_study(options) == {"collect": "Completed", "lam": "Completed"}
-    assert dvc_status(root, TARGETS) == {}
-    assert json.loads((root / "metrics/lam.json").read_text())["train_steps"] == TINY_LAM["train"]["steps"]
+    states = run_study(options)
+    items = [f"{s}-{seed}" for s in ("baseline", "la_align", "la_direct", "la_cond", "la_tok") for seed in (0, 1, 2)]
+    expected = ["collect", "lam", "action_vq", "extract", *(f"finetune@{i}" for i in items),
+                *(f"evaluate@{i}" for i in items), "report"]
+    assert sorted(states) == sorted(expected)
+    assert set(states.values()) == {"Completed"}, states
+    assert dvc_status(root, ()) == {}
 
-    results = audit(root, list(TARGETS))
-    assert [r.stage.name for r in results] == ["collect", "lam"]
+    report = json.loads((root / "metrics/report.json").read_text())
+    assert set(report["success"]) == {"baseline", "la_align", "la_direct", "la_cond", "la_tok"}
+    assert (root / "reports/study.md").read_text().startswith("#")
+
+    results = audit(root, ["evaluate@la_tok-1"])  # demos -> LAM -> tokenizer -> tokens -> policy -> evaluation
+    assert [r.stage.name for r in results] == ["collect", "lam", "action_vq", "extract", "finetune@la_tok-1",
+                                               "evaluate@la_tok-1"]
     assert all(not r.findings for r in results), [str(f) for r in results for f in r.findings]
     assert all("output hashes and params agree" in r.mlflow for r in results)
 
-    meta = root / "models/lam/meta.json"
-    meta.write_text(meta.read_text().replace('"gap": 2', '"gap": 3'))
-    findings = [str(f) for r in audit(root, list(TARGETS)) for f in r.findings]
-    assert findings and all(f.startswith("lam: output models/lam has md5") for f in findings), findings
-    assert "models/lam" in dvc(root, "status").stdout  # DVC agrees that the output changed
+    config = root / "models/finetune/la_tok-1/meta.json"
+    config.write_text(config.read_text().replace('"chunk": 4', '"chunk": 5'))
+    findings = [str(f) for r in audit(root, ["evaluate@la_tok-1"]) for f in r.findings]
+    assert findings and all(f.startswith("finetune@la_tok-1: output models/finetune/la_tok-1 has md5")
+                            for f in findings), findings
+    assert "models/finetune/la_tok-1" in dvc(root, "status").stdout  # DVC agrees that the output changed

@@ -22,8 +22,8 @@ TINY_MODEL = {
 }
 TINY = {
     "chunk": 4, "normalization": "quantile", "model": TINY_MODEL,
-    "train": {"steps": 4, "batch_size": 8, "lr": 0.001, "weight_decay": 0.0, "warmup_steps": 1, "grad_clip": 1.0,
-              "precision": "auto", "log_every": 2, "checkpoint_every": 2, "seed": 0},
+    "train": {"steps": 4, "batch_size": 8, "lr": 0.001, "weight_decay": 0.0, "warmup_steps": 1, "schedule": "constant",
+              "grad_clip": 1.0, "precision": "auto", "log_every": 2, "checkpoint_every": 2, "seed": 0},
 }
 
 

@@ -34,8 +34,8 @@ TINY: dict[str, Any] = {
                  "lora": {"rank": 0, "alpha": 16.0, "dropout": 0.0, "targets": "all-linear"}},
     "head": {"depth": 0, "dim": 32, "heads": 2, "query_noise": 0.02},
     "augment": {"crop_scale": 0.9, "brightness": 0.1, "contrast": 0.1, "saturation": 0.1},
-    "train": {"steps": 4, "batch_size": 4, "lr": 0.001, "weight_decay": 0.0, "warmup_steps": 1, "grad_clip": 1.0,
-              "precision": "auto", "log_every": 2, "checkpoint_every": 2, "seed": 0},
+    "train": {"steps": 4, "batch_size": 4, "lr": 0.001, "weight_decay": 0.0, "warmup_steps": 1, "schedule": "constant",
+              "grad_clip": 1.0, "precision": "auto", "log_every": 2, "checkpoint_every": 2, "seed": 0},
     "grad_accum": 1, "eval": {"max_samples": 8, "batch_size": 4},
 }
 CFG = {"baseline": {"action_weight": 1.0}, "la_align": {"action_weight": 1.0, "align_weight": 0.5, "align_hidden": 16},

@@ -17,13 +17,13 @@ REPO = Path(__file__).resolve().parents[2]
 OFF = TrackingParams(enabled=False, uri="", experiment="test")
 TINY = {
     "camera": "corner", "gap": 2, "normalization": "quantile", "action_head_weight": 0.5,
-    "action_head_fraction": 0.25,
+    "action_head_fraction": 0.25, "threads": 1,
     "model": {"input": "pixels", "dinov2": "", "patch_size": 4, "dim": 32, "heads": 2, "encoder_layers": 1,
               "decoder_layers": 1, "codes_per_transition": 2, "codebook_size": 8, "code_dim": 8,
               "quantizer": "per_query", "code_metric": "cosine", "ema_decay": 0.9, "commitment_weight": 0.25,
               "dead_code_threshold": 2.0},
-    "train": {"steps": 4, "batch_size": 8, "lr": 0.001, "weight_decay": 0.0, "warmup_steps": 1, "grad_clip": 1.0,
-              "precision": "auto", "log_every": 2, "checkpoint_every": 2, "seed": 0},
+    "train": {"steps": 4, "batch_size": 8, "lr": 0.001, "weight_decay": 0.0, "warmup_steps": 1, "schedule": "constant",
+              "grad_clip": 1.0, "precision": "auto", "log_every": 2, "checkpoint_every": 2, "seed": 0},
     "eval": {"max_pairs": 40, "probe_train_pairs": 60, "probe_steps": 20, "bootstrap": 50},
 }
 
