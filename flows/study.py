@@ -134,6 +134,28 @@ def _study(root: str, targets: tuple[str, ...], retries: int, retry_delay_s: flo
     return states
 
 
+def submission_order(stages: list[StageInfo]) -> list[StageInfo]:
+    """Stages by depth (longest chain of upstream stages), and within a depth those with more stages downstream of
+    them first, then by name.
+
+    Task runners start submitted tasks first come, first served, and a started task holds its worker while it
+    waits for its upstream tasks. Submitting by depth means every upstream task has started before a worker takes
+    its consumers (no worker waits on a task still queued behind it), and the many-descendant stages of a depth
+    (the LAM and the tokenizer) start before the one-descendant ones (the baseline's training), so the long chain
+    of the study is not queued behind the stages beside it.
+    """
+    by_name = {s.name: s for s in stages}
+    depth: dict[str, int] = {}
+    for stage in stages:  # graph order: upstream first
+        depth[stage.name] = 1 + max((depth[u] for u in stage.upstream if u in by_name), default=-1)
+    below: dict[str, set[str]] = {s.name: set() for s in stages}
+    for stage in reversed(stages):  # downstream first
+        for upstream in stage.upstream:
+            if upstream in below:
+                below[upstream] |= below[stage.name] | {stage.name}
+    return sorted(stages, key=lambda s: (depth[s.name], -len(below[s.name]), s.name))
+
+
 def _execute(root: str, stages: list[StageInfo], targets: tuple[str, ...], retries: int, retry_delay_s: float,
              parent: str | None, tracking: TrackingParams) -> dict[str, str]:
     """Submit every stage after its upstream stages, wait, report failures, then require a clean `dvc status`."""
@@ -141,7 +163,7 @@ def _execute(root: str, stages: list[StageInfo], targets: tuple[str, ...], retri
     from prefect.futures import wait
 
     futures: dict[str, Any] = {}
-    for stage in stages:  # graph order: every upstream future exists before its consumers are submitted
+    for stage in submission_order(stages):  # every upstream future exists before its consumers are submitted
         runner = task(repro_stage, name=f"repro {stage.name}", retries=retries, retry_delay_seconds=retry_delay_s)
         futures[stage.name] = runner.submit(stage.name, root, parent, tracking,
                                             wait_for=[futures[u] for u in stage.upstream])
