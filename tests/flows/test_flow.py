@@ -50,3 +50,23 @@ def test_independent_stages_run_concurrently_then_status_is_clean(tmp_path: Path
     run_study(options)
     assert (root / "out/join.json").read_text() == before
     assert len(client.search_runs([client.get_experiment_by_name("toy").experiment_id])) == 2 * len(runs)
+
+
+def test_submission_puts_each_depth_together_and_the_long_chains_first() -> None:
+    from common.dvc_graph import StageInfo
+    from flows.study import submission_order
+
+    def stage(name: str, *upstream: str) -> StageInfo:
+        return StageInfo(name=name, cmd="true", upstream=upstream, deps=(), outs=(), locked_params={},
+                         current_params={})
+
+    # the study's shape: baseline beside the LAM, latent strategies after extract (graph order, ties by name)
+    graph = [stage("collect"), stage("finetune@baseline-0", "collect"), stage("lam", "collect"),
+             stage("evaluate@baseline-0", "finetune@baseline-0"), stage("extract", "collect", "lam"),
+             stage("finetune@la_tok-0", "extract"), stage("evaluate@la_tok-0", "finetune@la_tok-0"),
+             stage("report", "evaluate@baseline-0", "evaluate@la_tok-0")]
+    order = [s.name for s in submission_order(graph)]
+    assert order == ["collect", "lam", "finetune@baseline-0", "extract", "evaluate@baseline-0", "finetune@la_tok-0",
+                     "evaluate@la_tok-0", "report"]
+    position = {name: i for i, name in enumerate(order)}
+    assert all(position[u] < position[s.name] for s in graph for u in s.upstream)

@@ -52,7 +52,7 @@ def cfg(strategy: str) -> Any:
     return from_dict(get_strategy(strategy).cfg, CFG[strategy], prefix=f"strategy_cfg.{strategy}")
 
 
-def write_latents(root: Path, chunk: int = 4, dataset_sha256: str | None = None) -> None:
+def write_latents(root: Path, chunk: int = 4, dataset_sha256: str | None = None, levels: int = 1) -> None:
     """Both sidecars, following the contract, with codes that depend on the demo's actions."""
     demos = root / DEMOS
     sha = dataset_sha256 or file_sha256(demos)
@@ -62,7 +62,7 @@ def write_latents(root: Path, chunk: int = 4, dataset_sha256: str | None = None)
                 "codes_per_transition": CODES, "code_dim": CODE_DIM, "camera": "corner", "padding": "last frame",
                 "code_version": "test"}
     vq_meta = {"kind": "action_vq", "dataset_sha256": sha, "model_sha256": "0" * 64, "chunk": chunk,
-               "tokens_per_chunk": chunk, "vocab_size": VOCAB, "action_dim": 4, "normalization": "quantile",
+               "tokens_per_chunk": chunk * levels, "vocab_size": VOCAB, "action_dim": 4, "normalization": "quantile",
                "padding": "repeat last", "code_version": "test"}
     rng = np.random.default_rng(0)
     lam, vq = [], []
@@ -73,8 +73,9 @@ def write_latents(root: Path, chunk: int = 4, dataset_sha256: str | None = None)
                                   "vectors": rng.normal(size=(steps, CODES, CODE_DIM)).astype(np.float32),
                                   "pad": np.zeros(steps, bool)}))
         ahead = np.arange(steps)[:, None] + np.arange(chunk)
-        vq.append((name, steps, {"tokens": direction[np.minimum(ahead, steps - 1)].astype(np.int32),
-                                 "pad": ahead >= steps}))
+        tokens = direction[np.minimum(ahead, steps - 1)]  # residual levels: a step's codes adjacent
+        tokens = np.stack([tokens + VOCAB // 2 * level for level in range(levels)], -1).reshape(steps, -1)
+        vq.append((name, steps, {"tokens": tokens.astype(np.int32), "pad": ahead >= steps}))
     (root / LAM_CODES).parent.mkdir(parents=True, exist_ok=True)
     write_sidecar(root / LAM_CODES, lam_meta, lam)
     write_sidecar(root / ACTION_TOKENS, vq_meta, vq)
@@ -128,6 +129,15 @@ def test_strategy_trains_and_writes_exactly_its_outputs(dataset: Path, tmp_path:
     assert spec["backbone"]["family"] == "qwen3_vl" and len(meta["action_stats"]["q01"]) == 4
     expected_vocab = {"baseline": 0, "la_cond": CODEBOOK, "la_tok": VOCAB}[strategy]
     assert len(meta["vocabulary"]) == 1 + expected_vocab  # the placeholder + the latent tokens
+
+
+def test_la_tok_takes_a_residual_tokenizer_with_two_tokens_per_step(dataset: Path, tmp_path: Path) -> None:
+    root = link(dataset, tmp_path, DEMOS)
+    write_latents(root, levels=2)
+    metrics = main(tiny(), OFF, root, Item("la_tok", 0), cfg("la_tok"))
+    assert 0 <= metrics["val_token_acc"] <= 1 and np.isfinite(metrics["val_l1"])
+    meta = json.loads((root / "models/finetune/la_tok-0/meta.json").read_text())
+    assert meta["spec"]["latent_meta"]["tokens_per_chunk"] == 8  # 2 codes for each of the 4 steps
 
 
 def test_resume_equals_an_uninterrupted_run(dataset: Path, tmp_path: Path) -> None:
