@@ -9,11 +9,15 @@ that must be clean. A stage that fails, after its retries, fails the flow; stage
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import heapq
 import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,7 +41,7 @@ class FlowOptions:
 
     root: Path  # the DVC repository
     targets: tuple[str, ...]  # stages to bring up to date with everything upstream; empty: the whole graph
-    max_parallel: int  # stages running at once (the runner's worker count)
+    max_parallel: int  # stages running at once (threads: `Slots`; Dask/Ray: the worker count)
     retries: int  # extra attempts for a failed stage
     retry_delay_s: float
     runner: RunnerKind
@@ -50,12 +54,49 @@ class FlowOptions:
             raise FlowError(f"--retries {self.retries} / --retry-delay {self.retry_delay_s}: must not be negative")
 
 
-def make_task_runner(runner: RunnerKind, max_parallel: int, address: str | None = None) -> Any:
-    """The Prefect task runner: threads on this machine, or Dask/Ray workers sharing this filesystem."""
+class Slots:
+    """At most `capacity` holders at once; a freed slot goes to the waiting holder with the lowest priority number.
+
+    With the thread runner every stage gets a thread of its own, which waits for its upstream stages without taking
+    a slot: a slot is taken only once the stage can run, so no core idles behind a stage that waits (Prefect's own
+    limit, the pool size, counts waiting tasks too), and ready stages start in submission order.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._free = capacity
+        self._waiting: list[int] = []
+        self._changed = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, priority: int) -> Iterator[None]:
+        """Wait for a slot (lower priority numbers first), hold it for the block."""
+        with self._changed:
+            heapq.heappush(self._waiting, priority)
+            self._changed.wait_for(lambda: self._free > 0 and self._waiting[0] == priority)
+            heapq.heappop(self._waiting)
+            self._free -= 1
+            self._changed.notify_all()  # the next waiter may take a slot still free
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._free += 1
+                self._changed.notify_all()
+
+
+_SLOTS: Slots | None = None  # the thread runner's concurrency limit, for the flow running in this process
+
+
+def make_task_runner(runner: RunnerKind, max_parallel: int, address: str | None = None, stages: int = 0) -> Any:
+    """The Prefect task runner: threads on this machine, or Dask/Ray workers sharing this filesystem.
+
+    Threads: one per stage (`stages`), limited to `max_parallel` running stages by `Slots`. Dask/Ray: the workers
+    are the limit (`max_parallel` of them unless `address` names a cluster).
+    """
     if runner == "thread":
         from prefect.task_runners import ThreadPoolTaskRunner
 
-        return ThreadPoolTaskRunner(max_workers=max_parallel)
+        return ThreadPoolTaskRunner(max_workers=max(max_parallel, stages))
     if runner == "dask":
         try:
             from prefect_dask import DaskTaskRunner
@@ -82,8 +123,14 @@ def stage_env(parent_run_id: str | None) -> dict[str, str]:
     return env
 
 
-def repro_stage(stage: str, root: str, parent_run_id: str | None, tracking: TrackingParams) -> str:
-    """Prefect task body: `dvc --wait-for-lock repro --single-item <stage>`, then record the stage's lineage."""
+def repro_stage(stage: str, root: str, parent_run_id: str | None, tracking: TrackingParams, priority: int = 0) -> str:
+    """Prefect task body: `dvc --wait-for-lock repro --single-item <stage>`, then record the stage's lineage (in a
+    slot of the thread runner's limit, `priority` = submission position)."""
+    with _SLOTS.hold(priority) if _SLOTS is not None else contextlib.nullcontext():
+        return _repro(stage, root, parent_run_id, tracking)
+
+
+def _repro(stage: str, root: str, parent_run_id: str | None, tracking: TrackingParams) -> str:
     from prefect import get_run_logger
 
     logger = get_run_logger()
@@ -138,8 +185,8 @@ def submission_order(stages: list[StageInfo]) -> list[StageInfo]:
     """Stages by depth (longest chain of upstream stages), and within a depth those with more stages downstream of
     them first, then by name.
 
-    Task runners start submitted tasks first come, first served, and a started task holds its worker while it
-    waits for its upstream tasks. Submitting by depth means every upstream task has started before a worker takes
+    Task runners start submitted tasks first come, first served, and (Dask, Ray) a started task holds its worker
+    while it waits for its upstream tasks; the thread runner's `Slots` grant ready stages a slot in this order. Submitting by depth means every upstream task has started before a worker takes
     its consumers (no worker waits on a task still queued behind it), and the many-descendant stages of a depth
     (the LAM and the tokenizer) start before the one-descendant ones (the baseline's training), so the long chain
     of the study is not queued behind the stages beside it.
@@ -163,9 +210,9 @@ def _execute(root: str, stages: list[StageInfo], targets: tuple[str, ...], retri
     from prefect.futures import wait
 
     futures: dict[str, Any] = {}
-    for stage in submission_order(stages):  # every upstream future exists before its consumers are submitted
+    for position, stage in enumerate(submission_order(stages)):  # upstream futures exist before their consumers
         runner = task(repro_stage, name=f"repro {stage.name}", retries=retries, retry_delay_seconds=retry_delay_s)
-        futures[stage.name] = runner.submit(stage.name, root, parent, tracking,
+        futures[stage.name] = runner.submit(stage.name, root, parent, tracking, position,
                                             wait_for=[futures[u] for u in stage.upstream])
     wait(list(futures.values()))
     states = {name: future.state for name, future in futures.items()}
@@ -187,8 +234,14 @@ def run_study(options: FlowOptions) -> dict[str, str]:
     """Execute the graph with the chosen task runner; raises FlowError if any stage fails."""
     from prefect import flow
 
+    global _SLOTS
+    stages = read_stages(options.root)
     if options.targets:  # an unknown stage fails now, not after the Prefect server has started
-        with_upstream(read_stages(options.root), list(options.targets))
-    study = flow(_study, name=FLOW_NAME, task_runner=make_task_runner(options.runner, options.max_parallel,
-                                                                       options.address), log_prints=True)
-    return study(str(options.root.resolve()), options.targets, options.retries, options.retry_delay_s)
+        stages = with_upstream(stages, list(options.targets))
+    runner = make_task_runner(options.runner, options.max_parallel, options.address, len(stages))
+    study = flow(_study, name=FLOW_NAME, task_runner=runner, log_prints=True)
+    _SLOTS = Slots(options.max_parallel) if options.runner == "thread" else None
+    try:
+        return study(str(options.root.resolve()), options.targets, options.retries, options.retry_delay_s)
+    finally:
+        _SLOTS = None

@@ -70,3 +70,39 @@ def test_submission_puts_each_depth_together_and_the_long_chains_first() -> None
                      "evaluate@la_tok-0", "report"]
     position = {name: i for i, name in enumerate(order)}
     assert all(position[u] < position[s.name] for s in graph for u in s.upstream)
+
+
+def test_slots_cap_the_running_holders_and_serve_the_lowest_priority_first() -> None:
+    import threading
+    import time
+
+    from flows.study import Slots
+
+    slots, lock = Slots(2), threading.Lock()
+    running, peak, started = [0], [0], []
+    release = threading.Event()
+
+    def hold(priority: int) -> None:
+        with slots.hold(priority):
+            with lock:
+                started.append(priority)
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+            release.wait(5) if priority in (0, 1) else time.sleep(0.01)
+            with lock:
+                running[0] -= 1
+
+    first = [threading.Thread(target=hold, args=(p,)) for p in (0, 1)]
+    for thread in first:
+        thread.start()
+    while len(started) < 2:
+        time.sleep(0.01)
+    rest = [threading.Thread(target=hold, args=(p,)) for p in (5, 3, 4, 2)]  # queue while both slots are held
+    for thread in rest:
+        thread.start()
+    time.sleep(0.2)
+    assert sorted(started) == [0, 1]  # nobody got past the two holders
+    release.set()
+    for thread in first + rest:
+        thread.join(5)
+    assert started[2:] == [2, 3, 4, 5] and peak[0] == 2
