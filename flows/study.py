@@ -87,16 +87,16 @@ class Slots:
 _SLOTS: Slots | None = None  # the thread runner's concurrency limit, for the flow running in this process
 
 
-def make_task_runner(runner: RunnerKind, max_parallel: int, address: str | None = None, stages: int = 0) -> Any:
+def make_task_runner(runner: RunnerKind, max_parallel: int, address: str | None = None) -> Any:
     """The Prefect task runner: threads on this machine, or Dask/Ray workers sharing this filesystem.
 
-    Threads: one per stage (`stages`), limited to `max_parallel` running stages by `Slots`. Dask/Ray: the workers
-    are the limit (`max_parallel` of them unless `address` names a cluster).
+    Threads: one per submitted stage (started on demand), limited to `max_parallel` running stages by `Slots`.
+    Dask/Ray: the workers are the limit (`max_parallel` of them unless `address` names a cluster).
     """
     if runner == "thread":
         from prefect.task_runners import ThreadPoolTaskRunner
 
-        return ThreadPoolTaskRunner(max_workers=max(max_parallel, stages))
+        return ThreadPoolTaskRunner(max_workers=sys.maxsize)  # unbounded whatever Prefect's settings say
     if runner == "dask":
         try:
             from prefect_dask import DaskTaskRunner
@@ -186,10 +186,11 @@ def submission_order(stages: list[StageInfo]) -> list[StageInfo]:
     them first, then by name.
 
     Task runners start submitted tasks first come, first served, and (Dask, Ray) a started task holds its worker
-    while it waits for its upstream tasks; the thread runner's `Slots` grant ready stages a slot in this order. Submitting by depth means every upstream task has started before a worker takes
-    its consumers (no worker waits on a task still queued behind it), and the many-descendant stages of a depth
-    (the LAM and the tokenizer) start before the one-descendant ones (the baseline's training), so the long chain
-    of the study is not queued behind the stages beside it.
+    while it waits for its upstream tasks; the thread runner's `Slots` grant ready stages a slot in this order.
+    Submitting by depth means every upstream task has started before a worker takes its consumers (no worker
+    waits on a task still queued behind it), and the many-descendant stages of a depth (the LAM and the tokenizer)
+    start before the one-descendant ones (the baseline's training), so the long chain of the study is not queued
+    behind the stages beside it.
     """
     by_name = {s.name: s for s in stages}
     depth: dict[str, int] = {}
@@ -235,10 +236,9 @@ def run_study(options: FlowOptions) -> dict[str, str]:
     from prefect import flow
 
     global _SLOTS
-    stages = read_stages(options.root)
     if options.targets:  # an unknown stage fails now, not after the Prefect server has started
-        stages = with_upstream(stages, list(options.targets))
-    runner = make_task_runner(options.runner, options.max_parallel, options.address, len(stages))
+        with_upstream(read_stages(options.root), list(options.targets))
+    runner = make_task_runner(options.runner, options.max_parallel, options.address)
     study = flow(_study, name=FLOW_NAME, task_runner=runner, log_prints=True)
     _SLOTS = Slots(options.max_parallel) if options.runner == "thread" else None
     try:
