@@ -139,10 +139,8 @@ class StageRun:
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Attach tags (e.g. content hashes of outputs) to the run."""
-        if self._client is None:
-            return
-        for key, value in tags.items():
-            self._client.set_tag(self.run_id, key, value)
+        if self._client is not None:
+            set_tags(self._client, self.run_id, tags)
 
     def log_artifact(self, path: Path) -> None:
         """Copy a (small) file into the run's artifacts."""
@@ -162,6 +160,15 @@ class StageRun:
 def params_digest(locked_params: Mapping[str, Any]) -> str:
     """A short, stable digest of a stage's locked params ({params file: {key: value}})."""
     return hashlib.md5(json.dumps(locked_params, sort_keys=True).encode()).hexdigest()
+
+
+def set_tags(client: Any, run_id: str, tags: Mapping[str, str]) -> None:
+    """Tag a run in batched calls (one `set_tag` per tag costs a sqlite transaction each)."""
+    from mlflow.entities import RunTag
+
+    items = [RunTag(k, str(v)) for k, v in tags.items()]
+    for start in range(0, len(items), 100):  # MLflow accepts at most 100 tags per batch
+        client.log_batch(run_id, tags=items[start : start + 100])
 
 
 def lineage_tags(stage: StageInfo) -> dict[str, str]:
@@ -223,8 +230,7 @@ def record_stage_lineage(tracking: TrackingParams, root: Path, parent_run_id: st
         run = client.create_run(experiment_id, run_name=stage.name, tags={
             "mlflow.parentRunId": parent_run_id, "git.commit": git_commit(root)})
         run_id, source = run.info.run_id, "flow"
-    for key, value in {**lineage_tags(stage), "lineage.source": source}.items():
-        client.set_tag(run_id, key, value)
+    set_tags(client, run_id, {**lineage_tags(stage), "lineage.source": source})
     if source == "flow":
         client.set_terminated(run_id, status="FINISHED")
     return run_id

@@ -123,14 +123,14 @@ def stage_env(parent_run_id: str | None) -> dict[str, str]:
     return env
 
 
-def repro_stage(stage: str, root: str, parent_run_id: str | None, tracking: TrackingParams, priority: int = 0) -> str:
-    """Prefect task body: `dvc --wait-for-lock repro --single-item <stage>`, then record the stage's lineage (in a
-    slot of the thread runner's limit, `priority` = submission position)."""
+def repro_stage(stage: str, root: str, parent_run_id: str | None, priority: int = 0) -> None:
+    """Prefect task body: `dvc --wait-for-lock repro --single-item <stage>` (in a slot of the thread runner's limit,
+    `priority` = submission position)."""
     with _SLOTS.hold(priority) if _SLOTS is not None else contextlib.nullcontext():
-        return _repro(stage, root, parent_run_id, tracking)
+        _repro(stage, root, parent_run_id)
 
 
-def _repro(stage: str, root: str, parent_run_id: str | None, tracking: TrackingParams) -> str:
+def _repro(stage: str, root: str, parent_run_id: str | None) -> None:
     from prefect import get_run_logger
 
     logger = get_run_logger()
@@ -146,10 +146,17 @@ def _repro(stage: str, root: str, parent_run_id: str | None, tracking: TrackingP
     if process.wait() != 0:
         tail = "\n".join(lines[-_TAIL_LINES:])
         raise FlowError(f"stage {stage}: `dvc repro --single-item {stage}` exited {process.returncode}:\n{tail}")
-    if parent_run_id is None:
-        return ""
-    info = next(s for s in read_stages(Path(root)) if s.name == stage)
-    return record_stage_lineage(tracking, Path(root), parent_run_id, info)
+
+
+def record_lineage(root: Path, names: list[str], parent_run_id: str, tracking: TrackingParams) -> None:
+    """Tag the child run of each named stage with its dvc.lock entry, from one read of the graph.
+
+    Once at the end of the flow rather than after each stage: reading the graph holds DVC's repository lock, which
+    every running `dvc repro` also needs before and after its command.
+    """
+    by_name = {s.name: s for s in read_stages(root)}
+    for name in names:
+        record_stage_lineage(tracking, root, parent_run_id, by_name[name])
 
 
 def dvc_status(root: Path, targets: tuple[str, ...]) -> dict[str, Any]:
@@ -213,11 +220,13 @@ def _execute(root: str, stages: list[StageInfo], targets: tuple[str, ...], retri
     futures: dict[str, Any] = {}
     for position, stage in enumerate(submission_order(stages)):  # upstream futures exist before their consumers
         runner = task(repro_stage, name=f"repro {stage.name}", retries=retries, retry_delay_seconds=retry_delay_s)
-        futures[stage.name] = runner.submit(stage.name, root, parent, tracking, position,
+        futures[stage.name] = runner.submit(stage.name, root, parent, position,
                                             wait_for=[futures[u] for u in stage.upstream])
     wait(list(futures.values()))
     states = {name: future.state for name, future in futures.items()}
     failed = {name: state for name, state in states.items() if not state.is_completed()}
+    if parent is not None:  # the stages that completed keep their record even when others failed
+        record_lineage(Path(root), [name for name in states if name not in failed], parent, tracking)
     if failed:
         details = "\n".join(f"  - {name}: " + ("not run: an upstream stage did not complete" if state.name == "NotReady"
                                                  else f"{state.name}: {state.message or ''}".rstrip())

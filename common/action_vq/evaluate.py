@@ -15,7 +15,7 @@ import torch
 from common.action_vq.data import ActionChunks
 from common.action_vq.model import ActionTokenizer
 from common.demos import Stats
-from common.lam.evaluate import code_statistics
+from common.lam.evaluate import per_level_statistics
 from common.normalize import unnormalize
 
 
@@ -58,10 +58,10 @@ def reconstruction_errors(reconstruction: np.ndarray, raw: np.ndarray, pad: np.n
     }
 
 
-def level_statistics(tokens: np.ndarray, vocab: int, levels: int) -> dict[str, float]:
-    """Code usage and perplexity of (N, tokens) ids; residual levels: each level's codebook alone, averaged."""
-    per_level = [code_statistics(tokens[:, level::levels], vocab) for level in range(levels)]
-    return {key: float(np.mean([s[key] for s in per_level])) for key in ("code_usage", "perplexity")}
+def level_statistics(tokens: np.ndarray, vocab: int, levels: int) -> dict[str, Any]:
+    """Code usage and perplexity of (N, tokens) ids, a step's `levels` residual codes adjacent: each level's
+    codebook on its own, averaged (and per level)."""
+    return per_level_statistics([tokens[:, level::levels] for level in range(levels)], vocab)
 
 
 def evaluate(tokenizer: ActionTokenizer, train: ActionChunks, val: ActionChunks, stats: Stats, normalization: str,
@@ -77,6 +77,7 @@ def evaluate(tokenizer: ActionTokenizer, train: ActionChunks, val: ActionChunks,
         **reconstruction_errors(held["reconstruction"], val.raw, val.pad, stats, normalization, names),
         "code_usage": usage["code_usage"],
         "perplexity": usage["perplexity"],
+        "code_usage_per_level": usage["code_usage_per_level"],
         "train_code_usage": level_statistics(seen["tokens"], vocab, levels)["code_usage"],
         "train_reconstruction_mse": reconstruction_errors(seen["reconstruction"], train.raw, train.pad, stats,
                                                           normalization, names)["reconstruction_mse"],

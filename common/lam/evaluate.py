@@ -90,17 +90,23 @@ def code_statistics(codes: np.ndarray, codebook_size: int) -> dict[str, float]:
     return {"code_usage": float((counts > 0).mean()), "perplexity": float(math.exp(entropy))}
 
 
-def latent_code_statistics(codes: np.ndarray, params: Any) -> dict[str, float]:
+def per_level_statistics(levels: list[np.ndarray], codebook_size: int) -> dict[str, Any]:
+    """Code usage and perplexity of residual levels' codes (one array per level), each level's codebook on its own:
+    the means over levels, and each level's."""
+    stats = [code_statistics(codes, codebook_size) for codes in levels]
+    return {
+        "code_usage": float(np.mean([s["code_usage"] for s in stats])),
+        "perplexity": float(np.mean([s["perplexity"] for s in stats])),
+        "code_usage_per_level": [s["code_usage"] for s in stats],
+        "perplexity_per_level": [s["perplexity"] for s in stats],
+    }
+
+
+def latent_code_statistics(codes: np.ndarray, params: Any) -> dict[str, Any]:
     """Code usage and perplexity of a LAM's (M, Q) codes; for residual levels, each level's codebook on its own."""
     if params.quantizer == "per_query":
         return code_statistics(codes, params.codebook_size)
-    levels = [code_statistics(codes[:, level], params.codebook_size) for level in range(codes.shape[1])]
-    return {
-        "code_usage": float(np.mean([s["code_usage"] for s in levels])),
-        "perplexity": float(np.mean([s["perplexity"] for s in levels])),
-        "code_usage_per_level": [s["code_usage"] for s in levels],
-        "perplexity_per_level": [s["perplexity"] for s in levels],
-    }
+    return per_level_statistics([codes[:, level] for level in range(codes.shape[1])], params.codebook_size)
 
 
 def evaluate(model: LatentActionModel, untrained: LatentActionModel, train_pairs: FramePairs,

@@ -156,11 +156,11 @@ class LatentActionModel(nn.Module):
         if self.params.quantizer == "per_query":
             latent, codes, vq_loss = self.vq(pre)
             return latent, codes, vq_loss
-        _, codes, losses, levels = self.vq(pre.mean(dim=1, keepdim=True), return_all_codes=True)
+        mean = pre.mean(dim=1, keepdim=True)  # (B, 1, C)
+        _, codes, losses, levels = self.vq(mean, return_all_codes=True)
         # levels: (Q, B, 1, C), one code vector per level; their sum is the quantized mean. Straight-through for
         # every token: each carries its level's value forward and the encoder's gradient back.
         levels = levels[:, :, 0].transpose(0, 1)  # (B, Q, C)
-        mean = pre.mean(dim=1, keepdim=True)  # (B, 1, C)
         latent = levels.detach() + (mean - mean.detach())
         return latent, codes[:, 0], losses.sum()
 

@@ -82,6 +82,7 @@ class Backbone(nn.Module):
         text = vlm.config.get_text_config()
         self.num_layers, self.hidden_size = int(text.num_hidden_layers), int(text.hidden_size)
         self._prompt_cache: dict[str, list[int]] = {}
+        self._position_cache: dict[Any, torch.Tensor] = {}
 
     def token_id(self, token: str) -> int:
         """The id of one added token; an unknown token is an error, never the unknown-token id."""
@@ -111,8 +112,10 @@ class Backbone(nn.Module):
         """
         pixels = self.family.pixel_inputs(self.processor, images)
         extra = self.family.extra_inputs(input_ids, self.image_token_id)
+        positions = self.family.position_inputs(self.vlm.model, input_ids, attention_mask, {**pixels, **extra},
+                                                self._position_cache)
         out = self.vlm.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
-                             use_cache=False, **pixels, **extra)
+                             use_cache=False, **pixels, **extra, **positions)
         return tuple(out.hidden_states), out.last_hidden_state
 
     def token_logits(self, hidden: torch.Tensor) -> torch.Tensor:

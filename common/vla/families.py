@@ -88,6 +88,11 @@ class Family(Protocol):
         """Inputs the forward pass needs besides ids, mask and pixels."""
         ...
 
+    def position_inputs(self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        inputs: dict[str, torch.Tensor], cache: dict[Any, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Position ids to hand the forward pass, each prompt's computed once into `cache` ({}: the model's own)."""
+        ...
+
 
 def _normalize(processor: Any, images: torch.Tensor, size: int) -> torch.Tensor:
     """Resize (only if needed) and normalize (B*cams, 3, H, W) images with the image processor's mean and std."""
@@ -179,6 +184,30 @@ class Qwen3VL:
     def extra_inputs(self, input_ids: torch.Tensor, image_token_id: int) -> dict[str, torch.Tensor]:
         return {"mm_token_type_ids": (input_ids == image_token_id).long()}
 
+    def position_inputs(self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        inputs: dict[str, torch.Tensor], cache: dict[Any, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """M-RoPE position ids (3, B, S). The model would recompute them at every forward pass in a Python loop over
+        the batch (~15% of a tiny training step); they depend only on a row's ids, mask and image grids, of which a
+        study has a handful (one per task and padded length), so each is computed once by the model's own
+        `get_rope_index` and reused."""
+        grids = inputs["image_grid_thw"]
+        per_row = grids.shape[0] // input_ids.shape[0]
+        if len(cache) > _POSITION_CACHE_SIZE:
+            cache.clear()
+        rows = []
+        for i in range(input_ids.shape[0]):
+            grid = grids[i * per_row:(i + 1) * per_row]
+            key = (tuple(input_ids[i].tolist()), tuple(attention_mask[i].tolist()), tuple(grid.flatten().tolist()))
+            if key not in cache:
+                cache[key] = model.get_rope_index(input_ids[i:i + 1], image_grid_thw=grid,
+                                                  attention_mask=attention_mask[i:i + 1],
+                                                  mm_token_type_ids=inputs["mm_token_type_ids"][i:i + 1])[0]
+            rows.append(cache[key])
+        return {"position_ids": torch.cat(rows, dim=1)}
+
+
+_POSITION_CACHE_SIZE = 4096  # distinct prompt rows kept (a study has tens)
+
 
 @functools.cache
 def image_only_qwen3_vl_processor() -> type:
@@ -247,6 +276,10 @@ class SmolVLM:
 
     def extra_inputs(self, input_ids: torch.Tensor, image_token_id: int) -> dict[str, torch.Tensor]:
         return {}
+
+    def position_inputs(self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        inputs: dict[str, torch.Tensor], cache: dict[Any, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {}  # 1-D positions: the model's own are cheap
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (Qwen3VL(), SmolVLM())}

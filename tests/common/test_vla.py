@@ -89,6 +89,28 @@ def test_image_tokens_are_found_from_the_processor_ids(family: str) -> None:
         assert torch.allclose(value.to(reference[key].dtype), reference[key], atol=1e-5), key
 
 
+def test_cached_mrope_positions_equal_the_models_own() -> None:
+    model = make_vla(spec("la_tok"), seed=0).eval()
+    backbone = model.backbone
+    batch = fixed_batch(model, size=6)  # left-padded prompts of different lengths; rows 4 and 5 repeat rows 0 and 1
+    pixels = backbone.family.pixel_inputs(backbone.processor, batch[IMAGES])
+    extra = backbone.family.extra_inputs(batch[INPUT_IDS], backbone.image_token_id)
+    inner = backbone.vlm.model
+    own, _ = inner.get_rope_index(batch[INPUT_IDS], image_grid_thw=pixels["image_grid_thw"],
+                                  attention_mask=batch[ATTENTION], mm_token_type_ids=extra["mm_token_type_ids"])
+    cache: dict[Any, torch.Tensor] = {}
+    cached = backbone.family.position_inputs(inner, batch[INPUT_IDS], batch[ATTENTION], {**pixels, **extra}, cache)
+    assert torch.equal(cached["position_ids"], own)
+    assert len(cache) == 4  # one entry per distinct prompt row
+    with torch.no_grad():
+        inputs = dict(input_ids=batch[INPUT_IDS], attention_mask=batch[ATTENTION], output_hidden_states=True,
+                      use_cache=False, **pixels, **extra)
+        reference = inner(**inputs).last_hidden_state
+        _, hidden = backbone(batch[INPUT_IDS], batch[ATTENTION], batch[IMAGES])
+        _, again = backbone(batch[INPUT_IDS], batch[ATTENTION], batch[IMAGES])  # from the backbone's cache
+    assert torch.allclose(hidden, reference, atol=1e-6) and torch.equal(hidden, again)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
 def test_every_strategy_builds_and_takes_a_step(family: str, strategy: str) -> None:
