@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import heapq
 import json
+import math
 import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -55,32 +56,69 @@ class FlowOptions:
 
 
 class Slots:
-    """At most `capacity` holders at once; a freed slot goes to the waiting holder with the lowest priority number.
+    """At most `capacity` stages run at once; a free slot goes to the ready stage (every upstream stage finished) with
+    the lowest priority number, whether or not its thread has asked for one yet.
 
     With the thread runner every stage gets a thread of its own, which waits for its upstream stages without taking
     a slot: a slot is taken only once the stage can run, so no core idles behind a stage that waits (Prefect's own
-    limit, the pool size, counts waiting tasks too), and ready stages start in submission order.
+    limit, the pool size, counts waiting tasks too). When a stage finishes, the threads of the stages it held back are
+    released together and race to ask; granting by arrival once let the baseline's training take the slot the LAM
+    (the long chain) should have had. So stages are registered up front with their upstream stages, and a thread that
+    asks waits while a ready stage ahead of it has not asked yet: at most `grace_s` after that stage became ready (its
+    thread is on its way; one that never comes, say after a failure Prefect handles, holds nobody up for longer).
     """
 
-    def __init__(self, capacity: int) -> None:
-        self._free = capacity
-        self._waiting: list[int] = []
+    def __init__(self, capacity: int, grace_s: float = 5.0) -> None:
+        self._free, self._grace_s = capacity, grace_s
+        self._queued: dict[str, tuple[int, frozenset[str]]] = {}  # stages not run yet: priority, upstream stages
+        self._ready_at: dict[str, float] = {}  # when each queued stage's last upstream stage finished
+        self._asking: set[str] = set()  # queued stages whose thread waits in `hold`
+        self._done: set[str] = set()
         self._changed = threading.Condition()
 
-    @contextlib.contextmanager
-    def hold(self, priority: int) -> Iterator[None]:
-        """Wait for a slot (lower priority numbers first), hold it for the block."""
+    def register(self, name: str, priority: int, upstream: tuple[str, ...]) -> None:
+        """Queue a stage (before any stage runs); `upstream`: the stages of this flow it waits for."""
         with self._changed:
-            heapq.heappush(self._waiting, priority)
-            self._changed.wait_for(lambda: self._free > 0 and self._waiting[0] == priority)
-            heapq.heappop(self._waiting)
+            self._queued[name] = (priority, frozenset(upstream))
+            if self._queued[name][1] <= self._done:
+                self._ready_at[name] = time.monotonic()
+
+    def _next(self, now: float) -> str | None:
+        """The stage a free slot goes to: the lowest priority among those asking and those ready for < grace_s."""
+        candidates = [(priority, name) for name, (priority, _) in self._queued.items()
+                      if name in self._asking or now - self._ready_at.get(name, -math.inf) < self._grace_s]
+        return min(candidates)[1] if candidates else None
+
+    @contextlib.contextmanager
+    def hold(self, name: str) -> Iterator[None]:
+        """Wait for a slot (see the class), hold it for the block. A stage that fails is queued again: its retry asks
+        like any other stage."""
+        with self._changed:
+            if name not in self._queued:
+                raise FlowError(f"stage {name} asked for a slot without being registered (or while it holds one)")
+            self._asking.add(name)
+            while not (self._free > 0 and self._next(time.monotonic()) == name):
+                self._changed.wait(timeout=min(0.5, self._grace_s))  # a grace period ends without a notify
+            self._asking.discard(name)
+            entry = self._queued.pop(name)
+            self._ready_at.pop(name, None)
             self._free -= 1
-            self._changed.notify_all()  # the next waiter may take a slot still free
+            self._changed.notify_all()  # the next stage may take a slot still free
+        finished = False
         try:
             yield
+            finished = True
         finally:
             with self._changed:
                 self._free += 1
+                if finished:
+                    self._done.add(name)
+                    now = time.monotonic()
+                    for other, (_, upstream) in self._queued.items():
+                        if other not in self._ready_at and upstream <= self._done:
+                            self._ready_at[other] = now
+                else:
+                    self._queued[name] = entry  # eligible again when its retry asks
                 self._changed.notify_all()
 
 
@@ -123,10 +161,9 @@ def stage_env(parent_run_id: str | None) -> dict[str, str]:
     return env
 
 
-def repro_stage(stage: str, root: str, parent_run_id: str | None, priority: int = 0) -> None:
-    """Prefect task body: `dvc --wait-for-lock repro --single-item <stage>` (in a slot of the thread runner's limit,
-    `priority` = submission position)."""
-    with _SLOTS.hold(priority) if _SLOTS is not None else contextlib.nullcontext():
+def repro_stage(stage: str, root: str, parent_run_id: str | None) -> None:
+    """Prefect task body: `dvc --wait-for-lock repro --single-item <stage>` (in a slot of the thread runner's limit)."""
+    with _SLOTS.hold(stage) if _SLOTS is not None else contextlib.nullcontext():
         _repro(stage, root, parent_run_id)
 
 
@@ -218,10 +255,13 @@ def _execute(root: str, stages: list[StageInfo], targets: tuple[str, ...], retri
     from prefect.futures import wait
 
     futures: dict[str, Any] = {}
-    for position, stage in enumerate(submission_order(stages)):  # upstream futures exist before their consumers
+    ordered = submission_order(stages)
+    if _SLOTS is not None:
+        for position, stage in enumerate(ordered):
+            _SLOTS.register(stage.name, position, stage.upstream)
+    for stage in ordered:  # upstream futures exist before their consumers
         runner = task(repro_stage, name=f"repro {stage.name}", retries=retries, retry_delay_seconds=retry_delay_s)
-        futures[stage.name] = runner.submit(stage.name, root, parent, position,
-                                            wait_for=[futures[u] for u in stage.upstream])
+        futures[stage.name] = runner.submit(stage.name, root, parent, wait_for=[futures[u] for u in stage.upstream])
     wait(list(futures.values()))
     states = {name: future.state for name, future in futures.items()}
     failed = {name: state for name, state in states.items() if not state.is_completed()}

@@ -78,12 +78,14 @@ def test_slots_cap_the_running_holders_and_serve_the_lowest_priority_first() -> 
 
     from flows.study import Slots
 
-    slots, lock = Slots(2), threading.Lock()
+    slots, lock = Slots(2, grace_s=0), threading.Lock()
     running, peak, started = [0], [0], []
     release = threading.Event()
+    for priority in range(6):
+        slots.register(f"s{priority}", priority, ())
 
     def hold(priority: int) -> None:
-        with slots.hold(priority):
+        with slots.hold(f"s{priority}"):
             with lock:
                 started.append(priority)
                 running[0] += 1
@@ -106,3 +108,54 @@ def test_slots_cap_the_running_holders_and_serve_the_lowest_priority_first() -> 
     for thread in first + rest:
         thread.join(5)
     assert started[2:] == [2, 3, 4, 5] and peak[0] == 2
+
+
+def test_slots_keep_a_freed_slot_for_the_ready_stage_ahead_whose_thread_is_late() -> None:
+    """The study's start: when `collect` ends, the baseline's thread may ask before the LAM's; the LAM still goes
+    first (and the tokenizer second), as their priorities say."""
+    import threading
+    import time
+
+    from flows.study import Slots
+
+    slots, started = Slots(2, grace_s=5), []
+    for priority, name in enumerate(("collect", "lam", "action_vq", "finetune@baseline-0")):
+        slots.register(name, priority, () if name == "collect" else ("collect",))
+
+    def run(name: str, delay: float) -> threading.Thread:
+        def body() -> None:
+            time.sleep(delay)
+            with slots.hold(name):
+                started.append(name)
+                time.sleep(0.3)
+        thread = threading.Thread(target=body)
+        thread.start()
+        return thread
+
+    run("collect", 0).join(5)
+    threads = [run("finetune@baseline-0", 0), run("lam", 0.2), run("action_vq", 0.4)]  # arrival order: reversed
+    for thread in threads:
+        thread.join(5)
+    assert started == ["collect", "lam", "action_vq", "finetune@baseline-0"]
+
+
+def test_slots_wait_for_an_absent_stage_only_for_the_grace_and_requeue_a_failed_one() -> None:
+    import time
+
+    import pytest
+
+    from flows.study import FlowError, Slots
+
+    slots = Slots(1, grace_s=0.3)
+    slots.register("first", 0, ())  # ready, but its thread never asks
+    slots.register("second", 1, ())
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="stage failed"):
+        with slots.hold("second"):
+            assert time.monotonic() - start >= 0.25  # it waited for `first`, then went ahead
+            raise RuntimeError("stage failed")
+    with slots.hold("second"):  # the retry asks again and gets the slot
+        pass
+    with pytest.raises(FlowError, match="without being registered"):
+        with slots.hold("second"):  # finished: not queued any more
+            pass
