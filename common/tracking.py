@@ -122,9 +122,7 @@ class StageRun:
     def _log_params(self, params: dict[str, str]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, v) for k, v in sorted(params.items())]
-        for start in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
-            self._client.log_batch(self.run_id, params=items[start : start + 100])
+        log_batches(self._client, self.run_id, "params", [Param(k, v) for k, v in sorted(params.items())])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         """Log many metrics in one batched call (per-call logging costs ~3 ms each on sqlite)."""
@@ -133,9 +131,8 @@ class StageRun:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in sorted(metrics.items())]
-        for start in range(0, len(items), 1000):
-            self._client.log_batch(self.run_id, metrics=items[start : start + 1000])
+        log_batches(self._client, self.run_id, "metrics", [Metric(k, float(v), now, step)
+                                                            for k, v in sorted(metrics.items())])
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Attach tags (e.g. content hashes of outputs) to the run."""
@@ -162,13 +159,22 @@ def params_digest(locked_params: Mapping[str, Any]) -> str:
     return hashlib.md5(json.dumps(locked_params, sort_keys=True).encode()).hexdigest()
 
 
+_BATCH_LIMITS = {"params": 100, "metrics": 1000, "tags": 100}  # MLflow's most entities of a kind per log_batch
+
+
+def log_batches(client: Any, run_id: str, kind: str, items: list[Any]) -> None:
+    """Log params, metrics or tags (MLflow entities) in as few `log_batch` calls as MLflow accepts (one call per
+    entity costs a sqlite transaction each)."""
+    size = _BATCH_LIMITS[kind]
+    for start in range(0, len(items), size):
+        client.log_batch(run_id, **{kind: items[start : start + size]})
+
+
 def set_tags(client: Any, run_id: str, tags: Mapping[str, str]) -> None:
-    """Tag a run in batched calls (one `set_tag` per tag costs a sqlite transaction each)."""
+    """Tag a run in batched calls."""
     from mlflow.entities import RunTag
 
-    items = [RunTag(k, str(v)) for k, v in tags.items()]
-    for start in range(0, len(items), 100):  # MLflow accepts at most 100 tags per batch
-        client.log_batch(run_id, tags=items[start : start + 100])
+    log_batches(client, run_id, "tags", [RunTag(k, str(v)) for k, v in tags.items()])
 
 
 def lineage_tags(stage: StageInfo) -> dict[str, str]:
