@@ -14,8 +14,10 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import flows  # noqa: F401  (Prefect's offline settings, before Prefect is imported)
+from common import prefork
 from common.config import load_section
 from common.dvc_graph import StageInfo, read_stages, with_upstream
 from common.tracking import PARENT_RUN_ENV, TrackingParams, close_run, open_study_run, record_stage_lineage
@@ -47,6 +50,7 @@ class FlowOptions:
     retry_delay_s: float
     runner: RunnerKind
     address: str | None  # an existing Dask scheduler / Ray cluster; None starts a local one
+    prefork: bool  # run the stage commands in forks of a launcher that has imported the heavy libraries once
 
     def __post_init__(self) -> None:
         if self.max_parallel < 1:
@@ -152,28 +156,57 @@ def make_task_runner(runner: RunnerKind, max_parallel: int, address: str | None 
     raise FlowError(f"--runner {runner!r}: choose thread, dask or ray")
 
 
-def stage_env(parent_run_id: str | None) -> dict[str, str]:
-    """The stage command's environment: this interpreter's `python` and `dvc` first, the parent run's id."""
+def stage_env(parent_run_id: str | None, launcher: str | None = None) -> dict[str, str]:
+    """The stage command's environment: this interpreter's `python` and `dvc` first, the parent run's id, the
+    pre-forking launcher's socket."""
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     if parent_run_id:
         env[PARENT_RUN_ENV] = parent_run_id
+    if launcher:
+        env[prefork.SOCKET_ENV] = launcher
     return env
 
 
-def repro_stage(stage: str, root: str, parent_run_id: str | None) -> None:
+@contextlib.contextmanager
+def prefork_launcher(root: Path, enabled: bool) -> Iterator[str | None]:
+    """A `python -m common.prefork` process for the flow's duration; yields its socket (None: stages start afresh).
+
+    A Dask or Ray worker on another machine cannot reach the socket, and its stages start afresh as well.
+    """
+    if not enabled or not prefork.available():
+        yield None
+        return
+    folder = Path(tempfile.mkdtemp(prefix="lasd-prefork-"))  # private (0700); a Unix socket path is short
+    socket_path = folder / "socket"
+    process = subprocess.Popen([sys.executable, "-m", "common.prefork", "--socket", str(socket_path),
+                                "--parent", str(os.getpid())], cwd=root,
+                               env=stage_env(None), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        yield str(socket_path)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def repro_stage(stage: str, root: str, parent_run_id: str | None, launcher: str | None) -> None:
     """Prefect task body: `dvc --wait-for-lock repro --single-item <stage>` (in a slot of the thread runner's limit)."""
     with _SLOTS.hold(stage) if _SLOTS is not None else contextlib.nullcontext():
-        _repro(stage, root, parent_run_id)
+        _repro(stage, root, parent_run_id, launcher)
 
 
-def _repro(stage: str, root: str, parent_run_id: str | None) -> None:
+def _repro(stage: str, root: str, parent_run_id: str | None, launcher: str | None) -> None:
     from prefect import get_run_logger
 
     logger = get_run_logger()
     command = [sys.executable, "-m", "dvc", "--wait-for-lock", "repro", "--single-item", stage]
     logger.info("%s: %s", stage, " ".join(command[2:]))
-    process = subprocess.Popen(command, cwd=root, env=stage_env(parent_run_id), stdout=subprocess.PIPE,
+    process = subprocess.Popen(command, cwd=root, env=stage_env(parent_run_id, launcher), stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     lines = []
     assert process.stdout is not None
@@ -206,7 +239,8 @@ def dvc_status(root: Path, targets: tuple[str, ...]) -> dict[str, Any]:
     return json.loads(done.stdout or "{}")
 
 
-def _study(root: str, targets: tuple[str, ...], retries: int, retry_delay_s: float) -> dict[str, str]:
+def _study(root: str, targets: tuple[str, ...], retries: int, retry_delay_s: float, launcher: str | None
+           ) -> dict[str, str]:
     """The flow body: the parent MLflow run around `_execute`, closed FAILED if anything goes wrong."""
     from prefect import get_run_logger
 
@@ -217,7 +251,7 @@ def _study(root: str, targets: tuple[str, ...], retries: int, retry_delay_s: flo
         "study.flow": FLOW_NAME, "study.stages": ",".join(s.name for s in stages)[:5000]})
     get_run_logger().info("%d stage(s): %s; MLflow parent run %s", len(stages), [s.name for s in stages], parent)
     try:
-        states = _execute(root, stages, targets, retries, retry_delay_s, parent, tracking)
+        states = _execute(root, stages, targets, retries, retry_delay_s, parent, tracking, launcher)
     except BaseException:
         close_run(tracking, Path(root), parent, failed=True)
         raise
@@ -249,7 +283,7 @@ def submission_order(stages: list[StageInfo]) -> list[StageInfo]:
 
 
 def _execute(root: str, stages: list[StageInfo], targets: tuple[str, ...], retries: int, retry_delay_s: float,
-             parent: str | None, tracking: TrackingParams) -> dict[str, str]:
+             parent: str | None, tracking: TrackingParams, launcher: str | None) -> dict[str, str]:
     """Submit every stage after its upstream stages, wait, report failures, then require a clean `dvc status`."""
     from prefect import get_run_logger, task
     from prefect.futures import wait
@@ -261,7 +295,8 @@ def _execute(root: str, stages: list[StageInfo], targets: tuple[str, ...], retri
             _SLOTS.register(stage.name, position, stage.upstream)
     for stage in ordered:  # upstream futures exist before their consumers
         runner = task(repro_stage, name=f"repro {stage.name}", retries=retries, retry_delay_seconds=retry_delay_s)
-        futures[stage.name] = runner.submit(stage.name, root, parent, wait_for=[futures[u] for u in stage.upstream])
+        futures[stage.name] = runner.submit(stage.name, root, parent, launcher,
+                                            wait_for=[futures[u] for u in stage.upstream])
     wait(list(futures.values()))
     states = {name: future.state for name, future in futures.items()}
     failed = {name: state for name, state in states.items() if not state.is_completed()}
@@ -290,7 +325,9 @@ def run_study(options: FlowOptions) -> dict[str, str]:
     runner = make_task_runner(options.runner, options.max_parallel, options.address)
     study = flow(_study, name=FLOW_NAME, task_runner=runner, log_prints=True)
     _SLOTS = Slots(options.max_parallel) if options.runner == "thread" else None
+    root = options.root.resolve()
     try:
-        return study(str(options.root.resolve()), options.targets, options.retries, options.retry_delay_s)
+        with prefork_launcher(root, options.prefork) as launcher:
+            return study(str(root), options.targets, options.retries, options.retry_delay_s, launcher)
     finally:
         _SLOTS = None

@@ -20,7 +20,7 @@ def test_independent_stages_run_concurrently_then_status_is_clean(tmp_path: Path
     root = toy_repo(tmp_path / "repo", sleep_s=4.0)
     monkeypatch.setenv("PYTHONPATH", str(PROJECT))  # the `join` stage imports common.tracking
     options = FlowOptions(root=root, targets=(), max_parallel=2, retries=0, retry_delay_s=0, runner="thread",
-                          address=None)
+                          address=None, prefork=False)
     states = run_study(options)
     assert states == {"sleep@a": "Completed", "sleep@b": "Completed", "join": "Completed"}
 

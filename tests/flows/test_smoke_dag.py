@@ -29,7 +29,7 @@ def test_smoke_params_have_every_section_of_params_yaml() -> None:
 def test_smoke_dag_through_the_flow_then_audit(tmp_path: Path) -> None:
     root = project_repo(tmp_path / "repo", yaml.safe_load(SMOKE.read_text()))
     options = FlowOptions(root=root, targets=(), max_parallel=2, retries=0, retry_delay_s=0, runner="thread",
-                          address=None)
+                          address=None, prefork=True)
     states = run_study(options)
     items = [f"{s}-{seed}" for s in ("baseline", "la_align", "la_direct", "la_cond", "la_tok") for seed in (0, 1, 2)]
     expected = ["collect", "lam", "action_vq", "extract", *(f"finetune@{i}" for i in items),
