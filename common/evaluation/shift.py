@@ -12,8 +12,9 @@ sees a different scene.
 
 from __future__ import annotations
 
-import mujoco
 import numpy as np
+
+from common.sim import mujoco  # imported there, after the headless rendering back-end (MUJOCO_GL) is chosen
 
 # Geoms whose materials are recoloured: the floor plane and every geom of the table's body.
 FLOOR_GEOM = "floor"

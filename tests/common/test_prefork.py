@@ -79,8 +79,9 @@ def launcher(root: Path) -> Iterator[str]:
 
 
 def _toy(root: Path, socket_path: str, *args: str, cwd: Path | None = None, stdin: str = "",
-         ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, prefork.SOCKET_ENV: socket_path, "TOY_VAR": "from the caller", "PYTHONPATH": str(root)}
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, prefork.SOCKET_ENV: socket_path, "TOY_VAR": "from the caller", "PYTHONPATH": str(root),
+           **(env or {})}
     return subprocess.run([sys.executable, "-m", "toy", *args], cwd=cwd or root, env=env, input=stdin,
                           capture_output=True, text=True, timeout=60)
 
@@ -102,6 +103,12 @@ def test_an_exception_gives_status_1_and_its_traceback(root: Path, launcher: str
 
 def test_without_a_launcher_the_stage_runs_by_itself(root: Path) -> None:
     done = _toy(root, str(root / "no-launcher.sock"), "0")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["preloaded"] is False
+
+
+def test_a_rank_of_a_distributed_launch_runs_by_itself(root: Path, launcher: str) -> None:
+    done = _toy(root, launcher, "0", env={"WORLD_SIZE": "2"})
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["preloaded"] is False
 

@@ -1,9 +1,16 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from common.sim import MetaWorldSim, sample_layout
+
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -36,3 +43,18 @@ def test_render_gives_one_uint8_image_per_camera_deterministically(sim: MetaWorl
     sim.reset(sim.draw_layout(0, "demos", 0))
     for camera, image in sim.render().items():
         np.testing.assert_array_equal(image, first[camera])
+
+
+def test_the_evaluation_renders_in_a_shell_without_mujoco_settings() -> None:
+    """`dvc repro` from a plain shell: no MUJOCO_GL or PYOPENGL_PLATFORM set, the evaluation's modules imported
+    first (the visual shift imports mujoco); rendering must still pick the headless back-end."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "PYOPENGL_PLATFORM")}
+    code = ("import common.evaluation.worker\n"
+            "from common.sim import MetaWorldSim, sample_layout\n"
+            "sim = MetaWorldSim('drawer-open-v3', ('corner',), 32)\n"
+            "sim.reset(sample_layout('drawer-open-v3', 0, 'demos', 0))\n"
+            "print(sim.render()['corner'].shape)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "(32, 32, 3)"
