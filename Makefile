@@ -20,7 +20,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup system-deps study smoke test bench-collect bench-lam bench-evaluate clean-venv study-parallel audit bench-action-vq bench-extract bench-finetune
+.PHONY: setup system-deps study smoke test bench-collect bench-lam bench-evaluate clean-venv study-parallel audit bench-action-vq bench-extract bench-finetune bench-stage-startup
 
 setup: system-deps $(INSTALLED)
 
@@ -76,3 +76,6 @@ bench-finetune: setup   # needs `dvc repro collect`: default finetune samples/s,
 
 clean-venv:
 	rm -rf $(VENV)
+
+bench-stage-startup: setup   # builds the smoke project in a temporary folder (~2 min), then times stage start-up
+	$(PY) -m benchmarks.stage_startup

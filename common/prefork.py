@@ -79,9 +79,16 @@ def request(path: str, module: str, args: list[str]) -> int | None:
         body = json.dumps({"module": module, "args": args, "cwd": os.getcwd(), "env": dict(os.environ),
                            "executable": os.path.realpath(sys.executable)}).encode()
         for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        socket.send_fds(client, [_HEADER.pack(len(body)) + body], [0, 1, 2])
-        reply = _receive_exactly(client, _STATUS.size)
+            if stream is not None:
+                stream.flush()
+        try:
+            socket.send_fds(client, [_HEADER.pack(len(body)) + body], [0, 1, 2])
+        except OSError:  # e.g. a closed standard stream: nothing was started, run the stage here
+            return None
+        try:
+            reply = _receive_exactly(client, _STATUS.size)
+        except OSError:
+            reply = None
     if reply is None:
         print(f"prefork launcher at {path} closed the connection before reporting the stage's status; "
               "see the flow's log", file=sys.stderr)
