@@ -77,5 +77,5 @@ bench-finetune: setup   # needs `dvc repro collect`: default finetune samples/s,
 clean-venv:
 	rm -rf $(VENV)
 
-bench-stage-startup: setup   # builds the smoke project in a temporary folder (~2 min), then times stage start-up
+bench-stage-startup: setup   # builds the smoke project in a temporary folder (~3.5 min), then times stage start-up (~3 min)
 	$(PY) -m benchmarks.stage_startup
