@@ -32,6 +32,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Callable, NoReturn
 
 SOCKET_ENV = "LASD_PREFORK_SOCKET"
 # What the stages import that costs seconds, measured on the 2-core CPU: torch ~2.7 s, transformers with the two VLM
@@ -133,8 +134,20 @@ def serve(path: Path, preload: tuple[str, ...], parent: int) -> None:
             stream.flush()
         if os.fork() == 0:
             listener.close()
-            os._exit(_handle(connection, root, executable))
+            _exit_with(_handle, connection, root, executable)
         connection.close()
+
+
+def _exit_with(body: Callable[..., int], *args: object) -> NoReturn:
+    """End a forked process with `body(*args)`'s status, whatever it raises: a fork must never return into the code
+    of the process it was forked from (the launcher's loop, the handler's wait)."""
+    status = 1
+    try:
+        status = body(*args)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        os._exit(status)
 
 
 def _reap(*_: object) -> None:
@@ -163,7 +176,7 @@ def _handle(connection: socket.socket, root: str, executable: str) -> int:
     stage = os.fork()
     if stage == 0:
         connection.close()
-        os._exit(_run_stage(request, fds))
+        _exit_with(_run_stage, request, fds)
     for fd in fds:
         os.close(fd)
     status = _wait(stage, connection)
