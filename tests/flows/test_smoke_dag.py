@@ -5,6 +5,7 @@ a modified model is caught."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,15 @@ def test_smoke_dag_through_the_flow_then_audit(tmp_path: Path) -> None:
     assert sorted(states) == sorted(expected)
     assert set(states.values()) == {"Completed"}, states
     assert dvc_status(root, ()) == {}
+
+    # The flow's stages ran in forks of its launcher; started afresh (a plain `dvc repro`, from scratch), a training
+    # and an evaluation write byte-identical outputs.
+    forked = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    shutil.rmtree(root / "checkpoints/finetune/la_tok-0")
+    for stage in ("finetune@la_tok-0", "evaluate@la_tok-0"):
+        dvc(root, "repro", "-f", "--single-item", stage)
+        fresh = yaml.safe_load((root / "dvc.lock").read_text())["stages"][stage]
+        assert fresh["outs"] == forked[stage]["outs"], stage
 
     report = json.loads((root / "metrics/report.json").read_text())
     assert set(report["success"]) == {"baseline", "la_align", "la_direct", "la_cond", "la_tok"}
