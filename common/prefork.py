@@ -54,13 +54,15 @@ def available() -> bool:
 # ---------------------------------------------------------------------------------------------------- the caller
 
 
-def hand_over_stage() -> None:
-    """Run this `python -m stages.<name> ...` process's stage in the launcher and exit with its status; return at
-    once (the caller runs the stage itself) when there is no launcher or it declines, and in a rank of a
-    distributed launch (`accelerate launch`: each rank is its own process, on its own device)."""
+def hand_over_stage(package: str) -> None:
+    """In a `python -m <package>.<name> ...` process: run it in the launcher and exit with its status. Return at
+    once (the caller runs the stage itself) when the process runs something else (a test importing the package),
+    when there is no launcher or it declines, and in a rank of a distributed launch (`accelerate launch`: each
+    rank is its own process, on its own device)."""
     path = os.environ.get(SOCKET_ENV)
     argv = getattr(sys, "orig_argv", [])
-    if not path or not available() or len(argv) < 3 or argv[1] != "-m" or "WORLD_SIZE" in os.environ:
+    if (not path or not available() or len(argv) < 3 or argv[1] != "-m" or argv[2].split(".")[0] != package
+            or "WORLD_SIZE" in os.environ):
         return
     status = request(path, argv[2], argv[3:])
     if status is not None:

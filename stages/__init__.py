@@ -6,4 +6,4 @@ which has imported torch, transformers and MLflow already (common/prefork.py); e
 
 from common.prefork import hand_over_stage
 
-hand_over_stage()
+hand_over_stage(__name__)

@@ -20,7 +20,7 @@ from common import prefork
 PROJECT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not prefork.available(), reason="the launcher forks only on Linux")
 
-TOY_INIT = "from common.prefork import hand_over_stage\n\nhand_over_stage()\n"
+TOY_INIT = "from common.prefork import hand_over_stage\n\nhand_over_stage(__name__)\n"
 TOY_MAIN = """
 import json, os, sys, time
 from common.prefork import SOCKET_ENV
@@ -63,6 +63,7 @@ def root(tmp_path: Path) -> Path:
     (tmp_path / "toy/__init__.py").write_text(TOY_INIT)
     (tmp_path / "toy/__main__.py").write_text(TOY_MAIN)
     (tmp_path / "heavy.py").write_text("VALUE = 1\n")
+    (tmp_path / "other.py").write_text("import sys\nimport toy\nprint('heavy' in sys.modules)\n")
     return tmp_path
 
 
@@ -105,6 +106,15 @@ def test_without_a_launcher_the_stage_runs_by_itself(root: Path) -> None:
     done = _toy(root, str(root / "no-launcher.sock"), "0")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["preloaded"] is False
+
+
+def test_a_process_running_another_module_that_imports_the_package_is_not_handed_over(root: Path,
+                                                                                      launcher: str) -> None:
+    env = {**os.environ, prefork.SOCKET_ENV: launcher, "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, "-m", "other"], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "False\n"  # ran here, not in a fork of the launcher (which has `heavy`)
 
 
 def test_a_rank_of_a_distributed_launch_runs_by_itself(root: Path, launcher: str) -> None:

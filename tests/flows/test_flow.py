@@ -171,7 +171,7 @@ def test_with_prefork_a_stage_runs_in_a_fork_of_the_flows_launcher(tmp_path: Pat
             "Path('out/seen.json').write_text(json.dumps({'torch': 'torch' in sys.modules, "
             "'socket': os.environ.get('LASD_PREFORK_SOCKET')}))\n")
     files = {"common/__init__.py": "", "common/prefork.py": (PROJECT / "common/prefork.py").read_text(),
-             "toy/__init__.py": "from common.prefork import hand_over_stage\n\nhand_over_stage()\n",
+             "toy/__init__.py": "from common.prefork import hand_over_stage\n\nhand_over_stage(__name__)\n",
              "toy/__main__.py": main}
     stages = {"seen": {"cmd": "python -m toy", "deps": ["toy"], "outs": ["out/seen.json"]}}
     root = init_repo(tmp_path / "repo", {"stages": stages}, {"tracking": tracking_section()}, files)
