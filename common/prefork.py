@@ -81,9 +81,7 @@ def request(path: str, module: str, args: list[str]) -> int | None:
     with client:
         body = json.dumps({"module": module, "args": args, "cwd": os.getcwd(), "env": dict(os.environ),
                            "executable": os.path.realpath(sys.executable)}).encode()
-        for stream in (sys.stdout, sys.stderr):
-            if stream is not None:
-                stream.flush()
+        _flush_standard_streams()  # what this process printed comes before the stage's output
         try:
             socket.send_fds(client, [_HEADER.pack(len(body)) + body], [0, 1, 2])
         except OSError:  # e.g. a closed standard stream: nothing was started, run the stage here
@@ -98,6 +96,17 @@ def request(path: str, module: str, args: list[str]) -> int | None:
         return 1
     status = _STATUS.unpack(reply)[0]
     return None if status == DECLINED else status
+
+
+def _flush_standard_streams() -> None:
+    """Flush Python's buffers of stdout and stderr; a stream that is gone or closed has nothing to flush."""
+    for stream in (sys.stdout, sys.stderr):
+        if stream is None:
+            continue
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
 
 
 def _receive_exactly(sock: socket.socket, size: int) -> bytes | None:
@@ -132,8 +141,7 @@ def serve(path: Path, preload: tuple[str, ...], parent: int) -> None:
             connection, _ = listener.accept()
         except TimeoutError:
             continue
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
+        _flush_standard_streams()  # a fork would write the launcher's unflushed output a second time
         if os.fork() == 0:
             listener.close()
             _exit_with(_handle, connection, root, executable)
@@ -244,11 +252,7 @@ def _run_stage(request: dict, fds: list[int]) -> int:
     except BaseException:  # as the interpreter would: the traceback on stderr, status 1
         traceback.print_exc()
         status = 1
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
+    _flush_standard_streams()  # the fork ends with os._exit, which flushes nothing
     return status
 
 
