@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,11 +15,10 @@ from pathlib import Path
 import pytest
 
 from common import prefork
+from tests.flows.toy import hand_over_files
 
-PROJECT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not prefork.available(), reason="the launcher forks only on Linux")
 
-TOY_INIT = "from common.prefork import hand_over_stage\n\nhand_over_stage(__name__)\n"
 TOY_MAIN = """
 import json, os, sys, time
 from common.prefork import SOCKET_ENV
@@ -56,14 +54,11 @@ def _alive(pid: int) -> bool:
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     """A project with the launcher, a `toy` stage package that hands itself over and a module to preload."""
-    (tmp_path / "common").mkdir()
-    (tmp_path / "common/__init__.py").write_text("")
-    shutil.copy(PROJECT / "common/prefork.py", tmp_path / "common/prefork.py")
-    (tmp_path / "toy").mkdir()
-    (tmp_path / "toy/__init__.py").write_text(TOY_INIT)
-    (tmp_path / "toy/__main__.py").write_text(TOY_MAIN)
-    (tmp_path / "heavy.py").write_text("VALUE = 1\n")
-    (tmp_path / "other.py").write_text("import sys\nimport toy\nprint('heavy' in sys.modules)\n")
+    files = {**hand_over_files("toy", TOY_MAIN), "heavy.py": "VALUE = 1\n",
+             "other.py": "import sys\nimport toy\nprint('heavy' in sys.modules)\n"}
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
     return tmp_path
 
 

@@ -12,7 +12,7 @@ import yaml
 from common import prefork
 from common.tracking import LOCK_OUT_TAG, TrackingParams, resolve_tracking_uri
 from flows.study import FlowOptions, run_study
-from tests.flows.toy import PROJECT, dvc, init_repo, toy_repo, tracking_section
+from tests.flows.toy import PROJECT, dvc, hand_over_files, init_repo, toy_repo, tracking_section
 
 
 def test_independent_stages_run_concurrently_then_status_is_clean(tmp_path: Path,
@@ -170,9 +170,7 @@ def test_with_prefork_a_stage_runs_in_a_fork_of_the_flows_launcher(tmp_path: Pat
     main = ("import json, os, sys\nfrom pathlib import Path\nPath('out').mkdir(exist_ok=True)\n"
             "Path('out/seen.json').write_text(json.dumps({'torch': 'torch' in sys.modules, "
             "'socket': os.environ.get('LASD_PREFORK_SOCKET')}))\n")
-    files = {"common/__init__.py": "", "common/prefork.py": (PROJECT / "common/prefork.py").read_text(),
-             "toy/__init__.py": "from common.prefork import hand_over_stage\n\nhand_over_stage(__name__)\n",
-             "toy/__main__.py": main}
+    files = hand_over_files("toy", main)
     stages = {"seen": {"cmd": "python -m toy", "deps": ["toy"], "outs": ["out/seen.json"]}}
     root = init_repo(tmp_path / "repo", {"stages": stages}, {"tracking": tracking_section()}, files)
     options = FlowOptions(root=root, targets=(), max_parallel=1, retries=0, retry_delay_s=0, runner="thread",
