@@ -79,3 +79,7 @@ clean-venv:
 
 bench-stage-startup: setup   # builds the smoke project in a temporary folder (~3.5 min), then times stage start-up (~3 min)
 	$(PY) -m benchmarks.stage_startup
+
+.PHONY: bench-cpu-pins
+bench-cpu-pins: setup   # needs `dvc repro collect`: finetune samples/s with and without the AVX2 kernel pins (~2 min)
+	$(PY) -m benchmarks.cpu_pins

@@ -72,7 +72,8 @@ def main() -> None:
         episodes.attach(arrays)
     image_size = meta.image_size[0]
     spec = VlaSpec(args.strategy, params.chunk, meta.action_space.dim, meta.proprio_dim, params.cameras, image_size,
-                   latent_meta, getattr(cfg, "align_hidden", 0), params.backbone, params.head)
+                   latent_meta, getattr(cfg, "align_hidden", 0), params.placeholders_per_step,
+                   params.backbone, params.head)
     model = make_vla(spec, 0)
     layout, backbone = model.layout, model.backbone
     batches = Batches(episodes, lambda i: backbone.prompt_ids(prompt_text(i, params.chunk, layout.placeholders),

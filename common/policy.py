@@ -152,7 +152,7 @@ def _import_known_loaders() -> None:
     import importlib
     import importlib.util
 
-    for module in ("common.vla.policy",):
+    for module in ("common.vla.policy", "common.reference.policy"):
         parent = module.rsplit(".", 1)[0]
         if importlib.util.find_spec(parent) is not None and importlib.util.find_spec(module) is not None:
             importlib.import_module(module)

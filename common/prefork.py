@@ -13,7 +13,9 @@ Rules that keep a forked stage equal to a fresh one:
   stage runs the code DVC hashed. Preloading creates no threads of its own and touches no GPU, GL context or
   database (a fork inherits none of those safely).
 - A request from another interpreter or another working directory than the launcher's is declined; the caller then
-  runs the stage itself, as it does when there is no launcher (no socket, or not Linux).
+  runs the stage itself, as it does when there is no launcher (no socket, or not Linux). So is one whose CPU kernel
+  variables (common/cpu.py: the AVX2 pins, or a user's own values) differ from the launcher's: torch has chosen its
+  kernels in the launcher already, and a fork would run the launcher's, not the ones the caller asked for.
 - Each stage runs in its own process group; if the caller goes away (killed by DVC, Prefect or Ctrl-C), the whole
   group is terminated. The launcher exits when the process that started it does.
 """
@@ -32,7 +34,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Callable, NoReturn
+from typing import Callable, Mapping, NoReturn
 
 SOCKET_ENV = "LASD_PREFORK_SOCKET"
 # What the stages import that costs seconds, measured on the 2-core CPU: torch ~2.7 s, transformers with the two VLM
@@ -40,6 +42,10 @@ SOCKET_ENV = "LASD_PREFORK_SOCKET"
 PRELOAD = ("numpy", "h5py", "torch", "transformers", "transformers.models.qwen3_vl.modeling_qwen3_vl",
            "transformers.models.idefics3.modeling_idefics3", "transformers.models.auto.modeling_auto", "mlflow",
            "mlflow.tracking", "mlflow.store.tracking.sqlalchemy_store")
+# Variables that choose torch's CPU kernels (common/cpu.py) or its libraries' set-up when torch is first used: in a
+# fork, the launcher's choice holds, so a caller whose values differ is declined. By prefix, so that this module
+# needs nothing else of common/ (the tests copy it alone into toy projects).
+KERNEL_ENV_PREFIXES = ("ATEN_", "ONEDNN_", "DNNL_", "MKL_", "NPY_", "OPENBLAS_", "LASD_CPU_")
 DECLINED = -1000  # status sent back instead of running: the caller runs the stage itself
 _HEADER = struct.Struct("!I")  # length of the JSON request that follows
 _STATUS = struct.Struct("!i")
@@ -178,7 +184,8 @@ def _handle(connection: socket.socket, root: str, executable: str) -> int:
     size = _HEADER.unpack(data)[0] if len(data) == _HEADER.size else 0
     body = _receive_exactly(connection, size) if size else None
     request = json.loads(body) if body else None
-    if request is None or len(fds) != 3 or request["cwd"] != root or request["executable"] != executable:
+    if (request is None or len(fds) != 3 or request["cwd"] != root or request["executable"] != executable
+            or _kernel_env(request["env"]) != _kernel_env(os.environ)):
         for fd in fds:
             os.close(fd)
         connection.sendall(_STATUS.pack(DECLINED))
@@ -196,6 +203,11 @@ def _handle(connection: socket.socket, root: str, executable: str) -> int:
         except OSError:
             pass  # the caller went away just as the stage ended
     return 0
+
+
+def _kernel_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The variables that chose torch's CPU kernels in the launcher (KERNEL_ENV_PREFIXES)."""
+    return {name: value for name, value in env.items() if name.startswith(KERNEL_ENV_PREFIXES)}
 
 
 def _wait(stage: int, connection: socket.socket) -> int | None:

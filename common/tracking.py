@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any, Mapping
 
 from common.config import Problem
+from common.cpu import kernel_settings
 from common.dvc_graph import StageInfo
 from common.provenance import PROJECT_ROOT, git_commit
 
@@ -81,7 +82,8 @@ class StageRun:
     """Context manager for one stage's MLflow run; every method is a no-op when tracking is off.
 
     The run is named after the stage's DVC address (`finetune@la_tok-0` for a matrix item) and tagged with it
-    (`dvc.stage`), the stage folder (`dvc.stage.base`), the git commit and, under the study flow, its parent run.
+    (`dvc.stage`), the stage folder (`dvc.stage.base`), the git commit, what chose its CPU kernels (`cpu.model`,
+    `cpu.capability`, `cpu.pinned`, `cpu.env.*`: common/cpu.py) and, under the study flow, its parent run.
     """
 
     def __init__(self, stage: str, params: Mapping[str, Any], tracking: TrackingParams, root: Path = PROJECT_ROOT,
@@ -109,7 +111,7 @@ class StageRun:
             os.environ["MLFLOW_TRACKING_URI"] = before
         experiment = mlflow.set_experiment(self.tracking.experiment)
         tags = {"dvc.stage": self.address, "dvc.stage.base": self.stage.split("@")[0],
-                "git.commit": git_commit(self.root)}
+                "git.commit": git_commit(self.root), **kernel_settings()}
         if os.environ.get(PARENT_RUN_ENV):
             tags["mlflow.parentRunId"] = os.environ[PARENT_RUN_ENV]
         self._client = mlflow.MlflowClient()

@@ -8,6 +8,7 @@ killed at any step and resumed from its last checkpoint ends bit-identical to an
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
 import functools
 import json
@@ -21,6 +22,7 @@ from typing import Any, Callable, Literal, Mapping
 
 import torch
 
+from common.atomic import atomic_path
 from common.config import Problem
 from common.logs import progress
 from common.tracking import StageRun
@@ -261,3 +263,44 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, (list, tuple)):
         return type(batch)(_to_device(v, device) for v in batch)
     return batch
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalParams:
+    """Held-out (val split) scoring after training (finetune, reference)."""
+
+    max_samples: int  # samples scored, evenly spaced over the split
+    batch_size: int
+
+    def problems(self) -> list[Problem]:
+        """Range checks."""
+        return [Problem(f.name, getattr(self, f.name), "must be at least 1", "use a positive integer")
+                for f in dataclasses.fields(self) if getattr(self, f.name) < 1]
+
+
+class CurveRecorder:
+    """What train() logs, to MLflow and to a JSON-lines history beside the checkpoints that survives a kill and
+    resume; written as CSV for `dvc plots` at the end."""
+
+    def __init__(self, run: StageRun, path: Path, resume_step: int):
+        self.run, self.path = run, path
+        rows = [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
+        self.rows = [r for r in rows if r["step"] <= resume_step]  # drop what a killed run logged after it
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        """Record one logged step (train() calls this) and pass it on to MLflow."""
+        self.run.log_metrics(metrics, step)
+        row = {"step": step, **{k.removeprefix("train/"): float(v) for k, v in metrics.items()}}
+        self.rows.append(row)
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+    def write_csv(self, path: Path) -> None:
+        """The curve as CSV for `dvc plots` (one row per logged step)."""
+        columns = sorted({k for r in self.rows for k in r} - {"step"})
+        with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, ["step", *columns])
+            writer.writeheader()
+            writer.writerows(self.rows)

@@ -16,6 +16,14 @@ def test_each_stage_matches_its_package() -> None:
     for name, stage in stages.items():
         if "foreach" in stage:  # matrix stages: see test_each_matrix_stage_matches_its_package
             continue
+        if name.startswith("evaluate_"):  # one policy through the evaluate stage: its code plus the policy's loader
+            package = importlib.import_module("stages.evaluate")
+            assert stage["cmd"].startswith("python -m stages.evaluate --policy ")
+            assert stage["cmd"].endswith(f"--name {name.removeprefix('evaluate_')}")
+            code_deps = {d for d in stage["deps"] if d.startswith(("common", "stages"))}
+            assert set(package.CODE) <= code_deps, f"{name}: dvc.yaml deps lack part of stages.evaluate.CODE"
+            assert stage["params"] == ["evaluate"]
+            continue
         package = importlib.import_module(f"stages.{name}")
         assert package.STAGE == name
         assert stage["cmd"] == f"python -m stages.{name}"

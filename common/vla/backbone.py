@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from common.config import Problem
-from common.vla.families import FAMILIES, TinyParams
+from common.vla.families import FAMILIES, STEM_KEY, TinyParams
 
 log = logging.getLogger(__name__)
 
@@ -148,11 +148,12 @@ def build_backbone(params: BackboneParams, template: str, added_tokens: tuple[st
     if params.preset == "tiny":
         config = family.tiny_config(params.tiny, tokenizer, input_size)
         vlm = AutoModelForImageTextToText.from_config(config)
-        image_processor = family.image_processor(None, input_size, params.tiny.patch_size)
+        family.adapt(vlm)
+        image_processor = family.image_processor(None, input_size, params.tiny)
     else:
         config = AutoConfig.from_pretrained(params.pretrained)
-        vlm = AutoModelForImageTextToText.from_pretrained(params.pretrained, dtype=torch.float32)
-        image_processor = family.image_processor(params.pretrained, input_size, 0)
+        vlm = load_pretrained_vlm(params.pretrained, family)
+        image_processor = family.image_processor(params.pretrained, input_size, None)
     return _assemble(params, family, vlm, tokenizer, image_processor, config)
 
 
@@ -167,6 +168,33 @@ def _assemble(params: BackboneParams, family: Any, vlm: nn.Module, tokenizer: An
     if params.lora.rank > 0:
         apply_lora(vlm, params.lora)
     return Backbone(params.family, vlm, family.processor(image_processor, tokenizer, config), grown)
+
+
+def load_pretrained_vlm(source: str, family: Any) -> nn.Module:
+    """Real weights from a hub id or local directory, adapted as its config records (batched vision attention; a
+    conv stem, which transformers' own loader would not know, is built before this project's weights load)."""
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    config = AutoConfig.from_pretrained(source)
+    if not getattr(getattr(config, "vision_config", None), STEM_KEY, None):
+        vlm = AutoModelForImageTextToText.from_pretrained(source, dtype=torch.float32)
+        family.adapt(vlm)
+        return vlm
+    from safetensors.torch import load_file
+
+    vlm = AutoModelForImageTextToText.from_config(config)
+    family.adapt(vlm)
+    weights = Path(source) / "model.safetensors"
+    if not weights.is_file():
+        raise ValueError(f"{source}: a checkpoint with a conv stem must be a local directory with model.safetensors "
+                         "(as `save_pretrained` writes it)")
+    missing, unexpected = vlm.load_state_dict(load_file(str(weights)), strict=False)
+    tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
+    if set(missing) - tied or unexpected:
+        raise ValueError(f"{weights}: weights do not match the model (missing {sorted(set(missing) - tied)[:3]}, "
+                         f"unexpected {sorted(unexpected)[:3]})")
+    vlm.tie_weights()
+    return vlm
 
 
 def apply_lora(vlm: nn.Module, lora: LoraParams) -> None:
@@ -201,6 +229,7 @@ def load_backbone(directory: Path, params: BackboneParams) -> Backbone:
     image_processor = family.load_image_processor(directory / PROCESSOR_DIR)
     if params.preset == "tiny":
         vlm = AutoModelForImageTextToText.from_config(config)
+        family.adapt(vlm)
     else:
-        vlm = AutoModelForImageTextToText.from_pretrained(params.pretrained, dtype=torch.float32)
+        vlm = load_pretrained_vlm(params.pretrained, family)
     return _assemble(params, family, vlm, tokenizer, image_processor, config)

@@ -36,6 +36,7 @@ class VlaSpec:
     image_size: int
     latent_meta: dict[str, Any]  # the sidecar's meta ({} for the baseline)
     align_hidden: int  # la_align's projector width (0 otherwise)
+    placeholders_per_step: int  # P: baseline and la_align prompt P x chunk placeholders (the study: 5)
     backbone: BackboneParams
     head: HeadParams
 
@@ -64,7 +65,7 @@ def make_vla(spec: VlaSpec, seed: int) -> VLA:
 
 def _assemble(spec: VlaSpec, backbone: Any) -> VLA:
     strategy = get_strategy(spec.strategy)
-    layout = strategy.layout(spec.chunk, spec.latent_meta)
+    layout = strategy.layout(spec.chunk, spec.latent_meta, spec.placeholders_per_step)
     vocabulary = strategy.vocabulary(spec.latent_meta)
     align = (spec.align_hidden, int(spec.latent_meta["code_dim"])) if layout.align_slots else None
     return VLA(backbone, strategy, layout, spec.head, spec.chunk, spec.action_dim, spec.proprio_dim, vocabulary,

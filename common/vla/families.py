@@ -35,13 +35,21 @@ class TinyParams:
     vision_heads: int
     patch_size: int  # vision patch side in px; 2x2 patches merge into one LLM token
     vocab_size: int  # size of the BPE learnt offline from the instructions
+    temporal_patch_size: int  # frames per patch: 1 for still images (Qwen3-VL's video default 2 repeats the frame)
+    stem: tuple[int, ...]  # widths of strided 3x3 convs before the patch embedding (); their count is log2(patch)
 
     def problems(self) -> list[Problem]:
         """Range and divisibility checks (head dims must be whole, even numbers for rotary embeddings)."""
         out = [Problem(f.name, getattr(self, f.name), "must be at least 1", "use a positive integer")
-               for f in dataclasses.fields(self) if getattr(self, f.name) < 1]
+               for f in dataclasses.fields(self) if f.name != "stem" and getattr(self, f.name) < 1]
+        if self.stem and min(self.stem) < 1:
+            out.append(Problem("stem", list(self.stem), "widths must be at least 1", "e.g. [16, 32, 64]"))
         if out:
             return out
+        if self.stem and 2 ** len(self.stem) != self.patch_size:
+            out.append(Problem("stem", list(self.stem), f"{len(self.stem)} stride-2 convs reduce by "
+                               f"{2 ** len(self.stem)}, not by patch_size {self.patch_size}",
+                               f"give log2(patch_size) widths, e.g. {[16 * 2**i for i in range(3)]} for patch 8"))
         if self.hidden % self.heads or (self.hidden // self.heads) % 4:
             out.append(Problem("hidden", self.hidden, f"must split into {self.heads} heads of a size divisible by 4",
                                "e.g. hidden 64 with 4 heads"))
@@ -68,8 +76,12 @@ class Family(Protocol):
         """A random-weight config sized by `tiny`, its token ids taken from `tokenizer`."""
         ...
 
-    def image_processor(self, source: str | Path | None, input_size: int, patch_size: int) -> Any:
-        """The family's image processor (from `source` if given), set to show the model `input_size` px images."""
+    def image_processor(self, source: str | Path | None, input_size: int, tiny: TinyParams | None) -> Any:
+        """The family's image processor (from `source`, else sized by `tiny`), showing the model `input_size` px."""
+        ...
+
+    def adapt(self, vlm: Any) -> None:
+        """Change a built model in place where this project computes differently, as its config records."""
         ...
 
     def load_image_processor(self, directory: Path) -> Any:
@@ -92,6 +104,9 @@ class Family(Protocol):
                         inputs: dict[str, torch.Tensor], cache: dict[Any, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Position ids to hand the forward pass, each prompt's computed once into `cache` ({}: the model's own)."""
         ...
+
+
+STEM_KEY = "conv_stem"  # vision-config entry: the conv stem's widths (saved with the config, so a reload rebuilds it)
 
 
 def _normalize(processor: Any, images: torch.Tensor, size: int) -> torch.Tensor:
@@ -137,20 +152,21 @@ class Qwen3VL:
                                  "mrope_section": _mrope_section(head_dim), "mrope_interleaved": True}),
             vision_config=dict(
                 depth=tiny.vision_layers, hidden_size=tiny.vision_hidden, intermediate_size=2 * tiny.vision_hidden,
-                num_heads=tiny.vision_heads, patch_size=tiny.patch_size, spatial_merge_size=2, temporal_patch_size=2,
+                num_heads=tiny.vision_heads, patch_size=tiny.patch_size, spatial_merge_size=2,
+                temporal_patch_size=tiny.temporal_patch_size,
                 out_hidden_size=tiny.hidden, num_position_embeddings=side * side,  # must be a perfect square
-                deepstack_visual_indexes=[0]),
+                deepstack_visual_indexes=[0], **{STEM_KEY: list(tiny.stem)}),
             image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
             vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
         )
 
-    def image_processor(self, source: str | Path | None, input_size: int, patch_size: int) -> Any:
+    def image_processor(self, source: str | Path | None, input_size: int, tiny: TinyParams | None) -> Any:
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
         pixels = {"shortest_edge": input_size * input_size, "longest_edge": input_size * input_size}
         if source is None:
-            processor = Qwen2VLImageProcessorPil(patch_size=patch_size, merge_size=2, temporal_patch_size=2,
-                                                 size=pixels)
+            processor = Qwen2VLImageProcessorPil(patch_size=tiny.patch_size, merge_size=2,
+                                                 temporal_patch_size=tiny.temporal_patch_size, size=pixels)
         else:  # the hub's default minimum-pixels setting would blow small images up: pin the size
             processor = Qwen2VLImageProcessorPil.from_pretrained(source, size=pixels)
         factor = processor.patch_size * processor.merge_size
@@ -159,6 +175,11 @@ class Qwen3VL:
                              f"{processor.patch_size} x merge {processor.merge_size}); the processor would resize it. "
                              f"Set backbone.input_size to a multiple of {factor}")
         return processor
+
+    def adapt(self, vlm: Any) -> None:
+        from common.vla.vision import adapt_qwen3_vl_vision
+
+        adapt_qwen3_vl_vision(vlm, tuple(getattr(vlm.config.vision_config, STEM_KEY, ())))
 
     def load_image_processor(self, directory: Path) -> Any:
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
@@ -235,6 +256,9 @@ class SmolVLM:
     def tiny_config(self, tiny: TinyParams, tokenizer: PreTrainedTokenizerBase, input_size: int) -> PretrainedConfig:
         from transformers import Idefics3Config
 
+        if tiny.stem:  # a conv stem is implemented for Qwen3-VL's patch layout only
+            raise ValueError(f"backbone.tiny.stem = {list(tiny.stem)} is implemented for qwen3_vl only; "
+                             "set it to [] for smolvlm")
         return Idefics3Config(
             vision_config=dict(hidden_size=tiny.vision_hidden, intermediate_size=2 * tiny.vision_hidden,
                                num_hidden_layers=tiny.vision_layers, num_attention_heads=tiny.vision_heads,
@@ -246,7 +270,7 @@ class SmolVLM:
             scale_factor=2, image_token_id=tokenizer.convert_tokens_to_ids(self.image_token),
         )
 
-    def image_processor(self, source: str | Path | None, input_size: int, patch_size: int) -> Any:
+    def image_processor(self, source: str | Path | None, input_size: int, tiny: TinyParams | None) -> Any:
         from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 
         size = {"longest_edge": input_size}
@@ -254,6 +278,9 @@ class SmolVLM:
         if source is None:
             return Idefics3ImageProcessorPil(**settings)
         return Idefics3ImageProcessorPil.from_pretrained(source, **settings)
+
+    def adapt(self, vlm: Any) -> None:
+        pass  # SigLIP's attention is batched already
 
     def load_image_processor(self, directory: Path) -> Any:
         from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil

@@ -2,11 +2,12 @@
 
 | strategy  | latent                 | placeholders | to the action head        | extra loss                          |
 |-----------|------------------------|--------------|---------------------------|-------------------------------------|
-| baseline  | none                   | 5K           | all                       | none                                |
-| la_align  | LAM code vectors       | 5K           | last K                    | 1 - cos(proj(mid layer), mean code) |
+| baseline  | none                   | PK (P=5)     | all                       | none                                |
+| la_align  | LAM code vectors       | PK (P=5)     | last K                    | 1 - cos(proj(mid layer), mean code) |
 | la_direct | LAM codes <ACT_i>      | CK           | all, pooled per C to K    | CE on all CK                        |
 | la_cond   | LAM codes <ACT_i>      | CK + K       | all                       | CE on the first CK                  |
 | la_tok    | action VQ tokens <LA_i>| tokens/chunk | all                       | CE on all                           |
+P is `finetune.placeholders_per_step` (the study's 5; la_align needs at least 2).
 
 A strategy only describes its prompt layout and which latent it reads; the one training loop (common/vla/model.py)
 applies the losses. Each strategy's weights live in `strategy_cfg.<name>` and load into its own dataclass, so a
@@ -24,7 +25,6 @@ from common.config import Problem, closest_name
 
 LatentKind = Literal["none", "lam", "action_vq"]
 PLACEHOLDER = "<|act_query|>"
-BASE_PLACEHOLDERS_PER_STEP = 5  # baseline and la_align: 5K placeholders (the study's budget)
 LAM_TOKEN, ACTION_TOKEN = "<ACT_{}>", "<LA_{}>"
 
 
@@ -88,11 +88,11 @@ class Strategy:
     name: str
     latent: LatentKind
     cfg: type
-    layout: Callable[[int, dict[str, Any]], Layout]
+    layout: Callable[[int, dict[str, Any], int], Layout]  # (chunk, latent meta, placeholders per step) -> layout
 
     def vocabulary(self, latent_meta: dict[str, Any]) -> tuple[str, ...]:
         """The latent tokens this strategy adds to the tokenizer (none for baseline and la_align)."""
-        if self.latent == "lam" and self.layout(1, latent_meta).token_slots:
+        if self.latent == "lam" and self.layout(1, latent_meta, 2).token_slots:
             return tuple(LAM_TOKEN.format(i) for i in range(int(latent_meta["codebook_size"])))
         if self.latent == "action_vq":
             return tuple(ACTION_TOKEN.format(i) for i in range(int(latent_meta["vocab_size"])))
@@ -110,10 +110,13 @@ class Strategy:
 STRATEGIES: dict[str, Strategy] = {}
 
 
-def register(name: str, latent: LatentKind, cfg: type) -> Callable[[Callable[[int, dict[str, Any]], Layout]], Strategy]:
+LayoutFn = Callable[[int, dict[str, Any], int], Layout]
+
+
+def register(name: str, latent: LatentKind, cfg: type) -> Callable[[LayoutFn], Strategy]:
     """Decorator: `@register("la_tok", "action_vq", TokenCfg)` on a layout function makes a strategy."""
 
-    def wrap(layout: Callable[[int, dict[str, Any]], Layout]) -> Strategy:
+    def wrap(layout: LayoutFn) -> Strategy:
         if name in STRATEGIES:
             raise ValueError(f"strategy {name!r} is registered twice")
         STRATEGIES[name] = Strategy(name, latent, cfg, layout)
@@ -131,31 +134,36 @@ def get_strategy(name: str) -> Strategy:
     return STRATEGIES[name]
 
 
+# `per_step` (finetune.placeholders_per_step) sizes the placeholder budget of the strategies that have no latent
+# tokens to fill it with: baseline and la_align (the study: 5, i.e. 5K).
 @register("baseline", "none", PlainCfg)
-def _baseline(chunk: int, meta: dict[str, Any]) -> Layout:
-    n = BASE_PLACEHOLDERS_PER_STEP * chunk
+def _baseline(chunk: int, meta: dict[str, Any], per_step: int) -> Layout:
+    n = per_step * chunk
     return Layout(placeholders=n, token_slots=0, align_slots=0, head_from=0, pool=1)
 
 
 @register("la_align", "lam", AlignCfg)
-def _la_align(chunk: int, meta: dict[str, Any]) -> Layout:
-    n = BASE_PLACEHOLDERS_PER_STEP * chunk
+def _la_align(chunk: int, meta: dict[str, Any], per_step: int) -> Layout:
+    if per_step < 2:
+        raise ValueError(f"la_align aligns the first (placeholders_per_step - 1) x K placeholders and reads the last "
+                         f"K: placeholders_per_step = {per_step} leaves none to align; use 2 or more")
+    n = per_step * chunk
     return Layout(placeholders=n, token_slots=0, align_slots=n - chunk, head_from=n - chunk, pool=1)
 
 
 @register("la_direct", "lam", TokenCfg)
-def _la_direct(chunk: int, meta: dict[str, Any]) -> Layout:
+def _la_direct(chunk: int, meta: dict[str, Any], per_step: int) -> Layout:
     codes = int(meta["codes_per_transition"])
     return Layout(placeholders=codes * chunk, token_slots=codes * chunk, align_slots=0, head_from=0, pool=codes)
 
 
 @register("la_cond", "lam", TokenCfg)
-def _la_cond(chunk: int, meta: dict[str, Any]) -> Layout:
+def _la_cond(chunk: int, meta: dict[str, Any], per_step: int) -> Layout:
     codes = int(meta["codes_per_transition"])
     return Layout(placeholders=codes * chunk + chunk, token_slots=codes * chunk, align_slots=0, head_from=0, pool=1)
 
 
 @register("la_tok", "action_vq", TokenCfg)
-def _la_tok(chunk: int, meta: dict[str, Any]) -> Layout:
+def _la_tok(chunk: int, meta: dict[str, Any], per_step: int) -> Layout:
     n = int(meta["tokens_per_chunk"])
     return Layout(placeholders=n, token_slots=n, align_slots=0, head_from=0, pool=1)

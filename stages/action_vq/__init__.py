@@ -17,8 +17,8 @@ CHECKPOINTS = Path("checkpoints/action_vq")  # persists across DVC runs so that 
 METRICS = Path("metrics/action_vq.json")
 INPUTS = (DEMOS,)
 OUTS = (MODEL_DIR,)
-CODE = ("common/action_vq", "common/demos", "common/lam/evaluate.py", "common/normalize.py", "common/train.py",
-        "stages/action_vq")
+CODE = ("common/action_vq", "common/cpu.py", "common/demos", "common/lam/evaluate.py", "common/normalize.py",
+        "common/train.py", "stages/action_vq")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,7 @@ METRICS = Path("metrics/collect.json")  # small, tracked in git
 OUTS = (DEMOS,)
 # The code this stage's output depends on: dvc.yaml lists the same paths as deps, and the dataset records
 # their fingerprint as its code version.
-CODE = ("common/demos", "common/sim.py", "common/tasks.py", "stages/collect")
+CODE = ("common/cpu.py", "common/demos", "common/sim.py", "common/tasks.py", "stages/collect")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,8 @@ METRICS_DIR = Path("metrics/evaluate")  # metrics/evaluate/<name>.json
 EPISODES_FILE, META_FILE, VIDEOS_DIR = "episodes.jsonl", "meta.json", "videos"
 INPUTS = (DEMOS,)
 # common/vla: the `vla` policy loader and its inference code (common/policy.py imports it on demand)
-CODE = ("common/evaluation", "common/policy.py", "common/sim.py", "common/vla", "stages/evaluate")
+CODE = ("common/convstem.py", "common/cpu.py", "common/evaluation", "common/policy.py", "common/sim.py",
+        "common/vla", "stages/evaluate")
 
 
 def results_dir(name: str) -> Path:

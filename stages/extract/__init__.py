@@ -20,8 +20,8 @@ MODELS = (LAM_DIR, TOKENIZER_DIR)
 OUTS = (LAM_CODES, ACTION_TOKENS)
 # Each sidecar records the fingerprint of the code that made it (so retraining or editing one side leaves the
 # other file's bytes, and what reads it downstream, unchanged).
-LAM_CODE = ("common/demos", "common/lam", "common/latents", "stages/extract")
-TOKENS_CODE = ("common/action_vq", "common/demos", "common/latents", "common/normalize.py", "stages/extract")
+LAM_CODE = ("common/cpu.py", "common/demos", "common/lam", "common/latents", "stages/extract")
+TOKENS_CODE = ("common/action_vq", "common/cpu.py", "common/demos", "common/latents", "common/normalize.py", "stages/extract")
 CODE = tuple(sorted(set(LAM_CODE) | set(TOKENS_CODE)))
 
 

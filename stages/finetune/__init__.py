@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from common.config import Problem
-from common.train import TrainParams
+from common.train import EvalParams, TrainParams
 from common.vla.augment import AugmentParams
 from common.vla.backbone import BackboneParams
 from common.vla.head import HeadParams
@@ -21,8 +21,9 @@ MODEL_ROOT = Path("models/finetune")  # models/finetune/<strategy>-<seed>/
 METRICS_ROOT = Path("metrics/finetune")  # metrics/finetune/<strategy>-<seed>.json
 PLOTS_ROOT = Path("plots/finetune")  # plots/finetune/<strategy>-<seed>.csv: the training loss curve
 CHECKPOINT_ROOT = Path("checkpoints/finetune")  # persists across DVC runs so that a killed run resumes
-CODE = ("common/demos", "common/latents", "common/normalize.py", "common/tasks.py", "common/train.py", "common/vla",
-        "stages/finetune")  # common/tasks.py: the tiny tokenizer is learnt from its instructions
+# common/tasks.py: the tiny tokenizer is learnt from its instructions
+CODE = ("common/convstem.py", "common/cpu.py", "common/demos", "common/latents", "common/normalize.py",
+        "common/tasks.py", "common/train.py", "common/vla", "stages/finetune")
 STRATEGY_NAMES = ("baseline", "la_align", "la_direct", "la_cond", "la_tok")
 # What each strategy reads besides the demos: DVC deps per matrix item (so a new LAM reruns only its users).
 STRATEGY_INPUTS = {"baseline": (), "la_align": (LAM_CODES,), "la_direct": (LAM_CODES,), "la_cond": (LAM_CODES,),
@@ -49,19 +50,6 @@ def outputs(item: Item) -> tuple[Path, Path, Path]:
 
 
 @dataclasses.dataclass(frozen=True)
-class EvalParams:
-    """Held-out scoring after training."""
-
-    max_samples: int  # held-out (val split) samples scored, evenly spaced
-    batch_size: int
-
-    def problems(self) -> list[Problem]:
-        """Range checks."""
-        return [Problem(f.name, getattr(self, f.name), "must be at least 1", "use a positive integer")
-                for f in dataclasses.fields(self) if getattr(self, f.name) < 1]
-
-
-@dataclasses.dataclass(frozen=True)
 class Params:
     """The `finetune` section of params.yaml (shared by every strategy; each strategy's weights: strategy_cfg)."""
 
@@ -69,6 +57,7 @@ class Params:
     cameras: tuple[str, ...]  # dataset cameras the policy sees, in this order
     normalization: Literal["quantile", "minmax"]  # actions and proprio to [-1, 1]
     threads: int  # torch CPU threads (0: torch's default); 1 avoids oversubscribing a shared 2-core machine
+    placeholders_per_step: int  # baseline and la_align prompt this many x chunk placeholders (the study: 5)
     backbone: BackboneParams
     head: HeadParams
     augment: AugmentParams
@@ -84,6 +73,9 @@ class Params:
                                f"({self.train.batch_size})", "e.g. 1, 2 or 4"))
         if self.threads < 0:
             out.append(Problem("threads", self.threads, "must not be negative", "0 (torch default) or e.g. 1"))
+        if self.placeholders_per_step < 1:
+            out.append(Problem("placeholders_per_step", self.placeholders_per_step, "must be at least 1",
+                               "e.g. 2 (la_align needs 2 or more), or the study's 5"))
         if self.chunk < 1:
             out.append(Problem("chunk", self.chunk, "must be at least 1", "e.g. 8"))
         if not self.cameras or len(set(self.cameras)) != len(self.cameras):

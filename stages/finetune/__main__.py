@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
-from common.atomic import atomic_dir, atomic_path, write_json
+from common.atomic import atomic_dir, write_json
 from common.cli import StageError, run_stage
 from common.config import ParamsError, Problem, from_dict, read_yaml, to_dict
+from common.cpu import kernel_pins
 from common.demos import DemoReader, validate_file
 from common.demos.schema import Stats
 from common.provenance import code_fingerprint, file_sha256
 from common.tracking import StageRun, TrackingParams
-from common.train import latest_checkpoint, resume_fields, train
+from common.train import CurveRecorder, latest_checkpoint, resume_fields, train
 from common.vla.build import VlaSpec, added_tokens, make_vla, save_vla
 from common.vla.data import Batches, Episodes
 from common.vla.evaluate import evaluate
@@ -60,33 +60,6 @@ def stats_json(stats: Stats) -> dict[str, list[float]]:
     return {f.name: getattr(stats, f.name).astype(float).tolist() for f in dataclasses.fields(stats)}
 
 
-class CurveRecorder:
-    """Forwards metrics to the stage's MLflow run and keeps the training curve in a JSON-lines file."""
-
-    def __init__(self, run: StageRun, path: Path, resume_step: int):
-        self.run, self.path = run, path
-        rows = [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
-        self.rows = [r for r in rows if r["step"] <= resume_step]  # drop what a killed run logged after it
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
-        """Record one logged step (train() calls this) and pass it on to MLflow."""
-        self.run.log_metrics(metrics, step)
-        row = {"step": step, **{k.removeprefix("train/"): float(v) for k, v in metrics.items()}}
-        self.rows.append(row)
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(row) + "\n")
-
-    def write_csv(self, path: Path) -> None:
-        """The curve as CSV for `dvc plots` (one row per logged step)."""
-        columns = sorted({k for r in self.rows for k in r} - {"step"})
-        with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, ["step", *columns])
-            writer.writeheader()
-            writer.writerows(self.rows)
-
-
 def main(params: Params, tracking: TrackingParams, root: Path, item: Item, cfg: Any) -> dict[str, Any]:
     """Train one strategy and seed, score it on held-out episodes, save the policy with its metadata."""
     strategy = get_strategy(item.strategy)
@@ -113,11 +86,12 @@ def main(params: Params, tracking: TrackingParams, root: Path, item: Item, cfg: 
 
     image_size = data_meta.image_size[0]
     spec = VlaSpec(item.strategy, params.chunk, data_meta.action_space.dim, data_meta.proprio_dim, params.cameras,
-                   image_size, latent_meta, getattr(cfg, "align_hidden", 0), params.backbone, params.head)
+                   image_size, latent_meta, getattr(cfg, "align_hidden", 0), params.placeholders_per_step,
+                   params.backbone, params.head)
     try:
         model = make_vla(spec, item.seed)
     except ValueError as exc:  # a backbone that cannot take these settings
-        raise StageError(f"finetune.backbone: {exc}") from exc
+        raise StageError(f"finetune: {exc}") from exc
     layout, backbone = model.layout, model.backbone
     prompt = lambda instruction: backbone.prompt_ids(  # noqa: E731
         prompt_text(instruction, params.chunk, layout.placeholders), len(params.cameras), image_size)
@@ -158,7 +132,7 @@ def main(params: Params, tracking: TrackingParams, root: Path, item: Item, cfg: 
                 "vocabulary": list(added_tokens(spec)), "layout": dataclasses.asdict(layout),
                 "proprio_keys": list(data_meta.proprio_keys), "action_names": list(data_meta.action_space.names),
                 "tasks": list(data_meta.tasks), "dataset_sha256": hashes[0], "latent_sha256": hashes[1:],
-                "code_version": code, "train_steps": result.steps}
+                "code_version": code, "train_steps": result.steps, "kernel_pins": kernel_pins()}
         with atomic_dir(model_dir) as tmp:
             save_vla(model.cpu(), spec, tmp, meta)
         curve.write_csv(plots_path)

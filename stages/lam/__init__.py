@@ -18,7 +18,8 @@ CHECKPOINTS = Path("checkpoints/lam")  # persists across DVC runs so that a kill
 METRICS = Path("metrics/lam.json")
 INPUTS = (DEMOS,)
 OUTS = (MODEL_DIR,)
-CODE = ("common/demos", "common/lam", "common/normalize.py", "common/probes.py", "common/train.py", "stages/lam")
+CODE = ("common/cpu.py", "common/demos", "common/lam", "common/normalize.py", "common/probes.py", "common/train.py",
+        "stages/lam")
 
 
 @dataclasses.dataclass(frozen=True)

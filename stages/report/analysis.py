@@ -1,22 +1,39 @@
-"""From evaluation episodes to the report's numbers: success cells, intervals, comparisons, claim verdicts."""
+"""From evaluation episodes to the report's numbers: success cells, seed-level intervals, comparisons, verdicts.
+
+The training seed is the unit of replication: a comparison's p-value is a paired t-test on the per-seed
+differences, its interval a hierarchical bootstrap (seeds, then tasks, then episodes; `common.stats`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections import defaultdict
-from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from common.cli import StageError
-from common.stats import Interval, PairedResult, Verdict, bootstrap_mean, holm, paired_comparison, verdict
+from common.stats import Arm, Interval, SeedComparison, Verdict, hierarchical_bootstrap, holm, seed_comparison, verdict
 from stages.report import BASELINE, Params
 
 IMAGE_LATENTS = ("la_align", "la_direct", "la_cond")
 DISCRETE_TOKENS = ("la_direct", "la_cond", "la_tok")
-_EPISODE_FIELDS = {"task": str, "suite": str, "categories": list, "success": bool}
+STRATEGY_LEGEND = {  # REFERENCE section 3, one line each
+    "baseline": "no latent; 5K action placeholders, all fed to the L1 action head; action loss only",
+    "la_align": "image LAM, continuous code vectors; 5K placeholders, the last K to the head; plus 1 - cosine "
+                "between a projected middle layer and the mean LAM code vector",
+    "la_direct": "image LAM, discrete codes; 4K placeholders pooled to K for the head; plus cross-entropy "
+                 "against the LAM code tokens <ACT_i> on all of them",
+    "la_cond": "image LAM, discrete codes; 4K + K placeholders, all to the head; cross-entropy on the first 4K, "
+               "the last K condition the head",
+    "la_tok": "action tokenizer (VQ over action chunks), discrete codes; K placeholders to the head; plus "
+              "cross-entropy against the chunk's action tokens <LA_i>",
+}
+REFERENCE_LEGEND = {
+    "expert": "Meta-World's scripted expert (reads the simulator state): the ceiling of the tasks",
+    "reference": "a small conv behaviour-cloning policy trained on the same demonstrations: the bar a VLA should "
+                 "clear",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,14 +48,20 @@ class Scope:
         return ((not self.suites or suite in self.suites)
                 and (not self.categories or any(c in self.categories for c in categories)))
 
+    def describe(self) -> str:
+        """The scope in words."""
+        parts = ([f"suites {', '.join(self.suites)}"] if self.suites else []) + (
+            [f"{', '.join(self.categories)} tasks"] if self.categories else [])
+        return "; ".join(parts) or "all episodes"
+
 
 @dataclasses.dataclass(frozen=True)
 class Claim:
-    """One of the study's claims, as a paired comparison of strategy groups within a scope."""
+    """One of the study's claims, as a comparison of strategy groups within a scope."""
 
     key: str
     text: str
-    treatment: tuple[str, ...]  # averaged per pair
+    treatment: tuple[str, ...]  # averaged per seed
     reference: tuple[str, ...]
     scope: Scope
 
@@ -60,10 +83,10 @@ OUT_OF_SCOPE = ("Latent supervision helps when training on mixed heterogeneous d
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
-    """Episodes of one trained policy (strategy, seed) on one task in one suite."""
+    """Episodes of one policy (strategy and seed; seed None: a reference policy) on one task in one suite."""
 
     strategy: str
-    seed: int
+    seed: int | None
     task: str
     suite: str
     categories: tuple[str, ...]
@@ -76,100 +99,118 @@ class Cell:
 
 
 @dataclasses.dataclass(frozen=True)
+class Contrast:
+    """The counts behind one comparison: its arms (seeds matched) and the task of each cell."""
+
+    arms: tuple[Arm, ...]
+    tasks: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class Comparison:
-    """A paired comparison with its Holm-adjusted p-value (and, for a claim, the verdict)."""
+    """A seed-level comparison with its Holm-adjusted p-value (and, for a claim, the verdict)."""
 
     key: str
     text: str
-    result: PairedResult | None  # None: not testable (a strategy it needs was not run)
-    p_holm: float | None
+    result: SeedComparison | None  # None: not testable (a strategy it needs was not run)
+    p_holm: float | None  # NaN: the test is not estimable (one seed, or every seed the same)
     verdict: Verdict | None
     note: str
+    contrast: Contrast | None
 
 
-def read_episodes(path: Path) -> list[dict[str, Any]]:
-    """evaluate's episodes.jsonl, each line checked for the fields the report uses."""
-    if not path.is_file():
-        raise StageError(f"{path} is missing; run `dvc repro evaluate@{path.parent.name}`")
-    episodes = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        try:
-            episode = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise StageError(f"{path}:{number}: not JSON ({exc}); rerun `dvc repro evaluate@{path.parent.name}`")
-        for field, kind in _EPISODE_FIELDS.items():
-            if not isinstance(episode.get(field), kind):
-                raise StageError(f"{path}:{number}: field {field!r} = {episode.get(field)!r} is not a "
-                                 f"{kind.__name__}; the file does not follow evaluate's contract")
-        episodes.append(episode)
-    if not episodes:
-        raise StageError(f"{path} has no episodes; rerun `dvc repro evaluate@{path.parent.name}`")
-    return episodes
+def policy_name(strategy: str, seed: int | None) -> str:
+    """`<strategy>-<seed>` for a trained policy, the bare name for a reference policy."""
+    return strategy if seed is None else f"{strategy}-{seed}"
 
 
-def make_cells(episodes: dict[tuple[str, int], list[dict[str, Any]]]) -> list[Cell]:
+def make_cells(episodes: dict[tuple[str, int | None], list[dict[str, Any]]]) -> list[Cell]:
     """Pool each policy's episodes by (task, suite); every policy must cover the same (task, suite) pairs."""
     cells, coverage = [], {}
-    for (strategy, seed), items in sorted(episodes.items()):
+    for (strategy, seed), items in sorted(episodes.items(), key=lambda kv: (kv[0][0], -1 if kv[0][1] is None
+                                                                            else kv[0][1])):
         groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         for episode in items:
             groups[(episode["task"], episode["suite"])].append(episode)
-        coverage[(strategy, seed)] = set(groups)
+        coverage[policy_name(strategy, seed)] = set(groups)
         for (task, suite), group in sorted(groups.items()):
             cells.append(Cell(strategy, seed, task, suite, tuple(group[0]["categories"]), len(group),
                               sum(bool(e["success"]) for e in group)))
     reference = next(iter(coverage.values()))
-    for (strategy, seed), keys in coverage.items():
+    for name, keys in coverage.items():
         if keys != reference:
-            raise StageError(f"evaluation {strategy}-{seed} covers other (task, suite) pairs than the rest "
+            raise StageError(f"evaluation {name} covers other (task, suite) pairs than the rest "
                              f"(differs in {sorted(keys ^ reference)[:5]}); evaluate every policy on the same suites")
     return cells
 
 
-def success_interval(cells: list[Cell], strategy: str, seeds: list[int], scope: Scope, params: Params) -> Interval:
-    """Mean over seeds of the pooled success rate within the scope, with a bootstrap interval over seeds."""
-    rates = []
-    for seed in seeds:
-        chosen = [c for c in cells if c.strategy == strategy and c.seed == seed and c.covers(scope)]
-        if not chosen:
-            return Interval(float("nan"), float("nan"), float("nan"), 0)
-        rates.append(sum(c.successes for c in chosen) / sum(c.n for c in chosen))
-    return bootstrap_mean(rates, params.bootstrap, params.seed)
+def arm(cells: list[Cell], strategies: Sequence[str], seeds: Sequence[int | None], scope: Scope,
+        sign: float = 1.0, shared: bool = False) -> tuple[Arm, tuple[str, ...]]:
+    """Counts (seed, strategy, cell) of a group of strategies within the scope, and the task of each cell."""
+    table = {(c.strategy, c.seed, c.task, c.suite): c for c in cells if c.covers(scope)}
+    keys = sorted({(c.task, c.suite) for c in table.values()})
+    chosen = [[[table[(s, seed, *k)] for k in keys] for s in strategies] for seed in seeds]
+    successes = np.array([[[c.successes for c in row] for row in group] for group in chosen])  # (S, G, C)
+    n = np.array([[[c.n for c in row] for row in group] for group in chosen])
+    return Arm(successes, n, sign, shared), tuple(task for task, _ in keys)
 
 
-def paired_rates(cells: list[Cell], treatment: tuple[str, ...], reference: tuple[str, ...],
-                 scope: Scope) -> tuple[np.ndarray, np.ndarray]:
-    """Per (seed, task, suite) in the scope: mean success of the treatment group and of the reference group."""
-    rate: dict[tuple[str, int, str, str], float] = {(c.strategy, c.seed, c.task, c.suite): c.successes / c.n
-                                                    for c in cells if c.covers(scope)}
-    keys = sorted({k[1:] for k in rate})
-    t = np.array([np.mean([rate[(s, *k)] for s in treatment]) for k in keys])
-    r = np.array([np.mean([rate[(s, *k)] for s in reference]) for k in keys])
-    return t, r
+def in_scope(cells: list[Cell], scope: Scope) -> bool:
+    """Whether any episode falls in the scope."""
+    return any(c.covers(scope) for c in cells)
+
+
+def success_interval(cells: list[Cell], strategy: str, seeds: Sequence[int | None], scope: Scope,
+                     params: Params) -> Interval:
+    """Mean over seeds of the pooled success rate within the scope, with its hierarchical bootstrap interval."""
+    if not in_scope(cells, scope):
+        return Interval(float("nan"), float("nan"), float("nan"), 0)
+    counts, tasks = arm(cells, (strategy,), seeds, scope)
+    return hierarchical_bootstrap((counts,), tasks, params.bootstrap, params.seed)
+
+
+def reference_gap(cells: list[Cell], reference: str, seeds: Sequence[int], scope: Scope, params: Params) -> Interval:
+    """Baseline (mean over seeds) minus a reference policy (one policy, no seed) within the scope."""
+    baseline, tasks = arm(cells, (BASELINE,), seeds, scope)
+    other, _ = arm(cells, (reference,), (None,), scope, sign=-1.0, shared=True)
+    return hierarchical_bootstrap((baseline, other), tasks, params.bootstrap, params.seed + 1)
 
 
 def compare(cells: list[Cell], tests: list[Claim], available: set[str], params: Params,
             judge: bool) -> list[Comparison]:
-    """Paired tests for a family of comparisons, Holm-adjusted together; verdicts when `judge` (claims)."""
-    results: list[PairedResult | None] = []
+    """Seed-level tests for a family of comparisons, Holm-adjusted together; verdicts when `judge` (claims)."""
+    contrasts: list[Contrast | None] = []
+    results: list[SeedComparison | None] = []
     for number, test in enumerate(tests):
-        missing = sorted(set(test.treatment + test.reference) - available)
-        t, r = paired_rates(cells, test.treatment, test.reference, test.scope) if not missing else ([], [])
-        results.append(paired_comparison(t, r, params.bootstrap, params.permutations, params.seed + 7 * number)
-                       if len(t) else None)
-    tested = [r.p_value for r in results if r is not None]
-    adjusted = iter(holm(tested)) if tested else iter(())
+        if set(test.treatment + test.reference) - available or not in_scope(cells, test.scope):
+            contrasts.append(None)
+            results.append(None)
+            continue
+        treated, tasks = arm(cells, test.treatment, params.seeds, test.scope)
+        reference, _ = arm(cells, test.reference, params.seeds, test.scope, sign=-1.0)
+        contrasts.append(Contrast((treated, reference), tasks))
+        results.append(seed_comparison((treated, reference), tasks, params.bootstrap, params.seed + 7 * number))
+    adjusted = iter(holm([r.p_value for r in results if r is not None]))
     out = []
-    for test, result in zip(tests, results):
+    for test, result, contrast in zip(tests, results, contrasts):
         if result is None:
             missing = sorted(set(test.treatment + test.reference) - available)
             note = f"not tested: {missing} not in report.strategies" if missing else "not tested: no episodes in scope"
-            out.append(Comparison(test.key, test.text, None, None, None, note))
+            out.append(Comparison(test.key, test.text, None, None, None, note, None))
             continue
         p = float(next(adjusted))
         judged = verdict(result, p, params.alpha, params.min_effect) if judge else None
-        out.append(Comparison(test.key, test.text, result, p, judged, f"{result.n} pairs (seed, task, suite)"))
+        out.append(Comparison(test.key, test.text, result, p, judged, untestable_note(result), contrast))
     return out
+
+
+def untestable_note(result: SeedComparison) -> str:
+    """Why a seed-level test has no p-value ('' when it has one)."""
+    if result.n_seeds < 2:
+        return "1 seed: no seed-level test (training variance not estimable; run at least 2 seeds)"
+    if np.isnan(result.p_value):
+        return f"all {result.n_seeds} seeds give the same difference: test and t interval not estimable"
+    return ""
 
 
 def strategy_tests(strategies: list[str]) -> list[Claim]:

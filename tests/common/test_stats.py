@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.stats import PairedResult, bootstrap_mean, holm, paired_comparison, sign_flip_p_value, verdict
+from common.stats import (
+    PairedResult,
+    SeedComparison,
+    bootstrap_mean,
+    holm,
+    paired_comparison,
+    sign_flip_p_value,
+    verdict,
+)
 
 
 def test_bootstrap_interval_of_a_constant_is_that_constant() -> None:
@@ -64,6 +72,10 @@ def test_holm_adjusts_as_expected() -> None:
     assert holm([0.04]) == pytest.approx([0.04])
     # Holm turns a raw "significant" 0.03 among four tests into a non-significant one.
     assert holm([0.03, 0.2, 0.5, 0.9])[0] > 0.05
+    # A test that is not estimable (NaN) stays NaN and is not counted in the family.
+    adjusted = holm([0.01, float("nan"), 0.04])
+    assert np.isnan(adjusted[1]) and adjusted[[0, 2]] == pytest.approx([0.02, 0.04])
+    assert holm([]).size == 0
 
 
 def test_verdict_rules() -> None:
@@ -75,6 +87,16 @@ def test_verdict_rules() -> None:
     assert verdict(down, 0.01, 0.05, 0.05) == "contradicted"
     assert verdict(flat, 0.8, 0.05, 0.05) == "contradicted"
     assert verdict(wide, 0.4, 0.05, 0.05) == "inconclusive"
+
+
+def test_seed_level_verdicts_read_the_wider_interval_and_never_judge_an_untestable_claim() -> None:
+    # The bootstrap interval rules out a 5-point gain, the t interval over 3 seeds does not: not contradicted.
+    narrow_bootstrap = SeedComparison(3, -0.02, -0.06, 0.03, -0.20, 0.16, 0.7, (-0.1, 0.0, 0.04))
+    assert narrow_bootstrap.upper == 0.16 and verdict(narrow_bootstrap, 0.7, 0.05, 0.05) == "inconclusive"
+    both = SeedComparison(3, -0.02, -0.06, 0.03, -0.05, 0.01, 0.3, (-0.03, -0.02, -0.01))
+    assert verdict(both, 0.3, 0.05, 0.05) == "contradicted"
+    one_seed = SeedComparison(1, -0.3, -0.4, -0.2, float("nan"), float("nan"), float("nan"), (-0.3,))
+    assert one_seed.upper == -0.2 and verdict(one_seed, float("nan"), 0.05, 0.05) == "inconclusive"
 
 
 def test_bad_samples_are_rejected() -> None:

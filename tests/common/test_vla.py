@@ -24,7 +24,9 @@ SIZE, CAMERAS, CHUNK, ACTION_DIM = 16, ("corner", "gripperPOV"), 2, 4
 LAM_META = {"kind": "lam", "codebook_size": 8, "codes_per_transition": 2, "code_dim": 6}
 VQ_META = {"kind": "action_vq", "chunk": CHUNK, "tokens_per_chunk": CHUNK, "vocab_size": 16, "action_dim": 4}
 TINY = TinyParams(hidden=32, layers=2, heads=2, kv_heads=1, intermediate=64, vision_hidden=32, vision_layers=1,
-                  vision_heads=2, patch_size=8, vocab_size=300)
+                  vision_heads=2, patch_size=8, vocab_size=300, temporal_patch_size=1,
+                  stem=(8, 8, 16))
+SMOL_TINY = dataclasses.replace(TINY, stem=())  # the conv stem is Qwen3-VL's patch layout only
 WEIGHTS = {"action_weight": 1.0, "token_weight": 1.0, "align_weight": 1.0, "align_hidden": 16}
 
 
@@ -39,8 +41,9 @@ def one_thread() -> Any:
 
 def spec(strategy: str, family: str = "qwen3_vl", lora: int = 0, size: int = SIZE) -> VlaSpec:
     meta = {"none": {}, "lam": LAM_META, "action_vq": VQ_META}[get_strategy(strategy).latent]
-    return VlaSpec(strategy, CHUNK, ACTION_DIM, 4, CAMERAS, size, meta, 16 if strategy == "la_align" else 0,
-                   BackboneParams(family, "tiny", "", 0, TINY, LoraParams(lora, 16.0, 0.0, "all-linear")),
+    return VlaSpec(strategy, CHUNK, ACTION_DIM, 4, CAMERAS, size, meta, 16 if strategy == "la_align" else 0, 2,
+                   BackboneParams(family, "tiny", "", 0, TINY if family == "qwen3_vl" else SMOL_TINY,
+                                  LoraParams(lora, 16.0, 0.0, "all-linear")),
                    HeadParams(0, 32, 2, 0.0))
 
 
@@ -180,6 +183,20 @@ def test_latent_vocabularies_join_the_tokenizer() -> None:
     assert rows == len(direct.backbone.tokenizer)  # the embedding is sized to match
     targets = direct.token_targets(torch.tensor([[0, 7, -100]]))
     assert targets.tolist() == [[direct.backbone.token_id("<ACT_0>"), direct.backbone.token_id("<ACT_7>"), -100]]
+
+
+def test_placeholders_per_step_sizes_the_baseline_and_la_align_prompts() -> None:
+    """P x K placeholders for the strategies without latent tokens; la_align still reads the last K."""
+    for per_step in (1, 2, 5):
+        assert get_strategy("baseline").layout(CHUNK, {}, per_step).placeholders == per_step * CHUNK
+    align = get_strategy("la_align").layout(CHUNK, LAM_META, 3)
+    assert (align.placeholders, align.align_slots, align.head_from) == (3 * CHUNK, 2 * CHUNK, 2 * CHUNK)
+    with pytest.raises(ValueError, match="use 2 or more"):
+        get_strategy("la_align").layout(CHUNK, LAM_META, 1)
+    # the latent strategies' layouts follow their latents, not P
+    assert get_strategy("la_direct").layout(CHUNK, LAM_META, 5) == get_strategy("la_direct").layout(CHUNK, LAM_META, 1)
+    model = make_vla(dataclasses.replace(spec("baseline"), placeholders_per_step=3), seed=0)
+    assert model.placeholder_positions(fixed_batch(model)[INPUT_IDS]).shape == (4, 3 * CHUNK)
 
 
 def test_unknown_strategy_names_the_closest() -> None:

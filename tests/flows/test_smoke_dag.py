@@ -34,7 +34,7 @@ def test_smoke_dag_through_the_flow_then_audit(tmp_path: Path) -> None:
     states = run_study(options)
     items = [f"{s}-{seed}" for s in ("baseline", "la_align", "la_direct", "la_cond", "la_tok") for seed in (0, 1, 2)]
     expected = ["collect", "lam", "action_vq", "extract", *(f"finetune@{i}" for i in items),
-                *(f"evaluate@{i}" for i in items), "report"]
+                *(f"evaluate@{i}" for i in items), "reference", "evaluate_reference", "evaluate_expert", "report"]
     assert sorted(states) == sorted(expected)
     assert set(states.values()) == {"Completed"}, states
     assert dvc_status(root, ()) == {}
@@ -50,6 +50,7 @@ def test_smoke_dag_through_the_flow_then_audit(tmp_path: Path) -> None:
 
     report = json.loads((root / "metrics/report.json").read_text())
     assert set(report["success"]) == {"baseline", "la_align", "la_direct", "la_cond", "la_tok"}
+    assert set(report["references"]) == {"expert", "reference"}
     assert (root / "reports/study.md").read_text().startswith("#")
 
     results = audit(root, ["evaluate@la_tok-1"])  # demos -> LAM -> tokenizer -> tokens -> policy -> evaluation

@@ -27,10 +27,11 @@ REPO = Path(__file__).resolve().parents[2]
 OFF = TrackingParams(enabled=False, uri="", experiment="test")
 TINY: dict[str, Any] = {
     "chunk": 4, "cameras": ["corner", "gripperPOV"], "normalization": "quantile", "threads": 1,
+    "placeholders_per_step": 2,
     "backbone": {"family": "qwen3_vl", "preset": "tiny", "pretrained": "", "input_size": 0,
                  "tiny": {"hidden": 32, "layers": 2, "heads": 2, "kv_heads": 1, "intermediate": 64,
                           "vision_hidden": 32, "vision_layers": 1, "vision_heads": 2, "patch_size": 4,
-                          "vocab_size": 300},
+                          "vocab_size": 300, "temporal_patch_size": 1, "stem": [8, 16]},
                  "lora": {"rank": 0, "alpha": 16.0, "dropout": 0.0, "targets": "all-linear"}},
     "head": {"depth": 0, "dim": 32, "heads": 2, "query_noise": 0.02},
     "augment": {"crop_scale": 0.9, "brightness": 0.1, "contrast": 0.1, "saturation": 0.1},

@@ -1,4 +1,6 @@
-"""The report stage on synthetic evaluations with known answers; missing or inconsistent inputs are clear errors."""
+"""The report stage on synthetic evaluations with known answers; missing or inconsistent inputs are clear errors.
+
+`write_inputs` is shared with the other test_report_*.py files."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from common.tracking import TrackingParams
 from stages.report import Params
 from stages.report.__main__ import main
 from stages.report.analysis import CLAIMS, compare, make_cells
+from stages.report.inputs import read_evaluation
 
 STRATEGIES = ["baseline", "la_align", "la_direct", "la_cond", "la_tok"]
 SEEDS = [0, 1, 2]
@@ -27,49 +30,62 @@ OFF = TrackingParams(enabled=False, uri="", experiment="unit")
 
 def truth(strategy: str, categories: list[str]) -> float:
     """The designed success probabilities: la_tok +40 points on precision tasks; la_align -30 everywhere;
-    la_direct and la_cond exactly the baseline's 50%."""
+    la_direct and la_cond exactly the baseline's 50%; the reference policies: expert 100%, reference 30%."""
     if strategy == "la_tok" and "precision" in categories:
         return 0.9
-    return 0.2 if strategy == "la_align" else 0.5
+    return {"la_align": 0.2, "expert": 1.0, "reference": 0.3}.get(strategy, 0.5)
 
 
 def params(**changes: object) -> Params:
-    values = dict(strategies=STRATEGIES, seeds=SEEDS, bootstrap=1000, permutations=2000, alpha=0.05,
-                  min_effect=0.05, seed=0)
+    """Report params for the synthetic study (no reference policies unless asked)."""
+    values = dict(strategies=STRATEGIES, seeds=SEEDS, references=[], bootstrap=1000, alpha=0.05, min_effect=0.05,
+                  target_mde=0.10, seed=0)
     values.update(changes)
     return Params(**values)  # type: ignore[arg-type]
 
 
-def write_inputs(root: Path, strategies: list[str] = STRATEGIES) -> None:
+def write_evaluation(root: Path, name: str, truth_of: str, rng: np.random.Generator) -> None:
+    """evaluate's outputs for one policy: episodes.jsonl and its totals."""
+    episodes = []
+    for task, cats in TASKS.items():
+        for suite in SUITES:
+            # The designed rate, give or take one episode (noise that averages out: no effect of its own); a
+            # policy that always succeeds (the expert) always does.
+            rate = truth(truth_of, cats)
+            successes = round(rate * EPISODES) + (int(rng.integers(-1, 2)) if 0 < rate < 1 else 0)
+            episodes += [{"policy": f"models/finetune/{name}", "task": task, "suite": suite,
+                          "categories": cats, "episode": e, "layout_index": e, "seed": 1000 + e,
+                          "success": e < successes, "steps": 100, "steps_to_success": None,
+                          "failure": None, "error": None} for e in range(EPISODES)]
+    folder = root / "results/evaluate" / name
+    folder.mkdir(parents=True)
+    (folder / "episodes.jsonl").write_text("".join(json.dumps(e) + "\n" for e in episodes))
+    successes = sum(e["success"] for e in episodes)
+    metrics = {"success": {"n": len(episodes), "successes": successes, "rate": successes / len(episodes),
+                           "ci95": [0.0, 1.0]}, "per_task": {}, "per_suite": {}, "per_category": {}}
+    (root / "metrics/evaluate").mkdir(parents=True, exist_ok=True)
+    (root / f"metrics/evaluate/{name}.json").write_text(json.dumps(metrics))
+
+
+def write_inputs(root: Path, strategies: list[str] = STRATEGIES, seeds: list[int] = SEEDS,
+                 references: tuple[str, ...] = ()) -> None:
     """Evaluations (episodes + totals), finetune metrics and curves, LAM and tokenizer metrics, per contract."""
     rng = np.random.default_rng(0)
     for strategy in strategies:
-        for seed in SEEDS:
+        for seed in seeds:
             name = f"{strategy}-{seed}"
-            episodes = []
-            for task, cats in TASKS.items():
-                for suite in SUITES:
-                    # The designed rate, give or take one episode (noise that averages out: no effect of its own).
-                    successes = round(truth(strategy, cats) * EPISODES) + int(rng.integers(-1, 2))
-                    episodes += [{"policy": f"models/finetune/{name}", "task": task, "suite": suite,
-                                  "categories": cats, "episode": e, "layout_index": e, "seed": 1000 + e,
-                                  "success": e < successes, "steps": 100, "steps_to_success": None,
-                                  "failure": None, "error": None} for e in range(EPISODES)]
-            folder = root / "results/evaluate" / name
-            folder.mkdir(parents=True)
-            (folder / "episodes.jsonl").write_text("".join(json.dumps(e) + "\n" for e in episodes))
-            successes = sum(e["success"] for e in episodes)
-            metrics = {"success": {"n": len(episodes), "successes": successes, "rate": successes / len(episodes),
-                                   "ci95": [0.0, 1.0]}, "per_task": {}, "per_suite": {}, "per_category": {}}
-            (root / "metrics/evaluate").mkdir(parents=True, exist_ok=True)
-            (root / f"metrics/evaluate/{name}.json").write_text(json.dumps(metrics))
+            write_evaluation(root, name, strategy, rng)
             (root / "metrics/finetune").mkdir(parents=True, exist_ok=True)
-            (root / f"metrics/finetune/{name}.json").write_text(json.dumps({"val_l1": 0.1 + seed, "steps": 20}))
+            (root / f"metrics/finetune/{name}.json").write_text(json.dumps({"val_l1": 0.1 + seed, "steps": 20,
+                                                                            "train_lr": 0.0}))
             (root / "plots/finetune").mkdir(parents=True, exist_ok=True)
             with (root / f"plots/finetune/{name}.csv").open("w", newline="") as handle:
                 writer = csv.writer(handle)
-                writer.writerow(["step", "loss"])
-                writer.writerows([[step, 1.0 / (1 + step)] for step in range(0, 20, 5)])
+                writer.writerow(["step", "grad_norm", "l1", "loss", "lr"])
+                writer.writerows([[step, 1.0, 0.5 / (1 + step + seed), 2.0 / (1 + step), 0.01]
+                                  for step in range(0, 20, 5)])
+    for reference in references:
+        write_evaluation(root, reference, reference, rng)
     (root / "metrics/lam.json").write_text(json.dumps({"code_usage": 1.0, "controllability_gap_ci95": [0.1, 0.2]}))
     (root / "metrics/action_vq.json").write_text(json.dumps({"perplexity": 200.0, "per_dimension": {"x": {"mse": 1}}}))
 
@@ -83,6 +99,11 @@ def test_report_recovers_the_designed_effects(tmp_path: Path) -> None:
     assert versus["la_tok"]["p_holm"] < 0.05 and versus["la_tok"]["diff"] > 0.1  # +40 on half of the tasks
     assert versus["la_direct"]["p_holm"] > 0.05 and versus["la_cond"]["p_holm"] > 0.05  # no true effect
     assert all(versus[k]["p_holm"] >= versus[k]["p"] for k in versus)  # Holm never lowers a p-value
+    # The seed is the unit: one difference per seed, a t-test on them, a t interval beside the bootstrap one.
+    la_align = versus["la_align"]
+    assert len(la_align["per_seed"]) == 3 and np.mean(la_align["per_seed"]) == pytest.approx(la_align["diff"])
+    assert la_align["ci95_t"][0] < la_align["diff"] < la_align["ci95_t"][1]
+    assert la_align["test"] == "paired t-test over seeds"
 
     claims = {k: v["verdict"] for k, v in metrics["claims"].items()}
     assert claims == {"action_latents_precision": "supported",  # la_tok +40 points on precision tasks
@@ -93,9 +114,14 @@ def test_report_recovers_the_designed_effects(tmp_path: Path) -> None:
     assert precision["ci95"][0] < 0.4 < precision["ci95"][1]
     assert metrics["success"]["la_align"]["ci95"][0] < 0.2 < metrics["success"]["la_align"]["ci95"][1]
 
+    power = metrics["power"]["claims"]["action_latents_precision"]
+    assert power["family_size"] == 4 and power["alpha_level"] == pytest.approx(0.05 / 4)
+    assert 0 < power["mde"] < 1 and power["seeds_for_target_mde"]["episodes_x1"] >= 2
+
     report = (tmp_path / "reports/study.md").read_text()
     assert "**supported**" in report and "**contradicted**" in report and "mixed heterogeneous data" in report
     assert "| code_usage | 1 |" in report and "| per_dimension.x.mse | 1 |" in report
+    assert "## Power" in report
     for figure in ("success_by_suite.png", "success_by_category.png", "training_curves.png"):
         data = (tmp_path / "reports" / figure).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
@@ -106,8 +132,6 @@ def test_report_recovers_the_designed_effects(tmp_path: Path) -> None:
 
 def test_a_claim_whose_strategies_were_not_run_is_not_tested(tmp_path: Path) -> None:
     write_inputs(tmp_path, ["baseline", "la_tok"])
-    from stages.report.__main__ import read_evaluation
-
     cells = make_cells({(s, seed): read_evaluation(tmp_path, f"{s}-{seed}") for s in ("baseline", "la_tok")
                         for seed in SEEDS})
     results = {c.key: c for c in compare(cells, list(CLAIMS), {"baseline", "la_tok"},
@@ -140,6 +164,32 @@ def test_missing_and_inconsistent_inputs_are_clear_errors(tmp_path: Path) -> Non
         main(params(), OFF, tmp_path / "b")
 
 
+def test_missing_reference_evaluations_name_the_file_and_the_stage(tmp_path: Path) -> None:
+    write_inputs(tmp_path, references=("reference",))
+    with pytest.raises(StageError) as missing:
+        main(params(references=["expert", "reference"]), OFF, tmp_path)
+    message = str(missing.value)
+    assert "results/evaluate/expert/episodes.jsonl: run `dvc repro evaluate_expert`" in message
+    assert "metrics/evaluate/expert.json: run `dvc repro evaluate_expert`" in message
+    assert "evaluate_reference" not in message and "report.references" in message
+    assert not (tmp_path / "reports").exists()
+
+
 def test_params_are_range_checked() -> None:
-    problems = {p.field for p in params(strategies=["la_tok"], alpha=1.5, bootstrap=5).problems()}
-    assert problems == {"strategies", "alpha", "bootstrap/permutations"}
+    problems = {p.field for p in params(strategies=["la_tok"], alpha=1.5, bootstrap=5, target_mde=0.0,
+                                        references=["expert", "expert"]).problems()}
+    assert problems == {"strategies", "alpha", "bootstrap", "target_mde", "references"}
+    assert {p.field for p in params(references=["la_tok"]).problems()} == {"references"}  # a strategy, not a reference
+
+
+def test_the_repository_params_load_and_name_stages_that_exist() -> None:
+    import yaml
+
+    from common.config import load_section
+    from stages.report import reference_stage
+
+    project = Path(__file__).parents[2]
+    loaded = load_section(project / "params.yaml", "report", Params)
+    assert loaded.target_mde == pytest.approx(0.10) and loaded.references
+    stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    assert all(reference_stage(name) in stages for name in loaded.references)  # the stage the errors name
