@@ -62,7 +62,7 @@ bench-collect: setup
 bench-lam: setup   # needs the collected data: `dvc repro collect`
 	$(PY) -m benchmarks.lam_training
 
-bench-evaluate: setup   # needs the collected data: `dvc repro collect`
+bench-evaluate: setup   # needs `dvc repro finetune@baseline-0` (before training: `--policies tiny expert`)
 	$(PY) -m benchmarks.evaluate_throughput
 
 bench-action-vq: setup   # needs `dvc repro action_vq`: the trained tokenizer beside the k-means floor

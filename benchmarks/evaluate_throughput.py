@@ -1,19 +1,27 @@
-"""Evaluation throughput against the raw simulator step+render rate, measured in the same run.
+"""Evaluation throughput against the simulator's own limit, measured in the same run, and the stage's start-up.
 
-    python -m benchmarks.evaluate_throughput [--params params.yaml] [--policies tiny expert] [--raw-steps 400]
+    python -m benchmarks.evaluate_throughput [--params params.yaml] [--policies models/finetune/baseline-0 expert]
+                                             [--raw-steps 400]
 
-Needs the collected data (`dvc repro collect`). There is no trained VLA yet, so the policy under test is a tiny
-torch conv net over the policy cameras (random weights, saved and loaded through the policy registry like a
-trained one: `tiny_conv`). For each policy the benchmark runs the `evaluate` stage on params.yaml's default
-suites in a temporary folder and reports its wall time and environment steps per second (all workers, policy
-inference included). The raw rate is one process stepping one simulator per task with random actions and
-rendering the tiny policy's cameras after every step, nothing else. Target: evaluation >= 0.7 x raw.
+Needs the collected data (`dvc repro collect`); a trained policy directory (the default: the baseline of seed 0,
+after `dvc repro finetune@baseline-0`) or `tiny` (a random-weight conv net saved and loaded through the policy
+registry, for when no VLA is trained yet) or a built-in (expert, random). For each policy the benchmark runs
+`python -m stages.evaluate` as its own process on params.yaml's default suites in a temporary folder (the demos and
+the policy linked in), and reports the process's wall time, the rollout's wall time and env steps/s (the stage logs
+both), and the share of the process spent outside the rollout (imports, policy load, simulator start-up, writing
+results, MLflow). The limit is one process stepping one simulator per task with random actions, rendering the
+policy's cameras only every `evaluate.replan_every` steps (as a rollout does), times `evaluate.workers`.
+Targets: evaluation >= 0.6 x the limit; start-up and teardown < 25% of the stage's wall time.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import re
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,11 +34,9 @@ from torch import nn
 from common.cli import load_stage_params
 from common.demos import DemoReader
 from common.logs import setup_logging
-from common.policy import META_FILE, Observation, Policy, register_loader
+from common.policy import META_FILE, Observation, Policy, is_builtin, register_loader
 from common.sim import MetaWorldSim
-from common.tracking import TrackingParams
-from stages.evaluate import DEMOS, EPISODES_FILE, STAGE, Item, Params, results_dir
-from stages.evaluate.__main__ import main as evaluate_main
+from stages.evaluate import DEMOS, STAGE, Params
 
 TINY_LOADER = "tiny_conv"
 WEIGHTS = "model.pt"
@@ -91,25 +97,44 @@ def load_tiny_policy(directory: Path, meta: dict[str, Any]) -> Policy:
     return TinyConvPolicy(net, tuple(meta["cameras"]), int(meta["image_size"]))
 
 
-def raw_rate(tasks: tuple[str, ...], cameras: tuple[str, ...], image_size: int, steps: int) -> float:
-    """Steps/s of simulator step + render of `cameras` after every step, random actions, one process."""
+def raw_rate(tasks: tuple[str, ...], cameras: tuple[str, ...], image_size: int, steps: int, render_every: int) -> float:
+    """Steps/s of simulator steps with a render of `cameras` every `render_every` steps, random actions, one
+    process."""
     rng = np.random.default_rng(0)
     done, busy = 0, 0.0
     for task in tasks:
         sim = MetaWorldSim(task, cameras, image_size)
         sim.reset(sim.draw_layout(0, "demos", 0))
         start = time.perf_counter()
-        for _ in range(steps):
+        for step in range(steps):
             sim.step(rng.uniform(-1, 1, 4))
-            sim.render()
+            if step % render_every == 0:
+                sim.render()
         busy += time.perf_counter() - start
         done += steps
         sim.close()
     return done / busy
 
 
-def evaluation_rate(policy: str, params: Params, demos: Path) -> tuple[float, float, int]:
-    """(env steps/s, wall seconds, env steps) of the evaluate stage on `policy`, in a temporary folder."""
+ROLLOUT_LINE = re.compile(r"(\d+) env steps in ([\d.]+) s")
+
+
+@dataclasses.dataclass(frozen=True)
+class StageTiming:
+    """One `python -m stages.evaluate` process: its wall time and the rollout's inside it."""
+
+    process_s: float
+    rollout_s: float
+    env_steps: int
+
+    @property
+    def outside_share(self) -> float:
+        """Share of the process spent outside the rollout: start-up and teardown."""
+        return 1 - self.rollout_s / self.process_s
+
+
+def evaluation_timing(policy: str, params_file: Path, demos: Path) -> StageTiming:
+    """Run the evaluate stage on `policy` as its own process in a temporary folder; time it and its rollout."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / DEMOS).parent.mkdir(parents=True)
@@ -118,31 +143,47 @@ def evaluation_rate(policy: str, params: Params, demos: Path) -> tuple[float, fl
             with DemoReader(demos) as reader:
                 meta = reader.meta
             save_tiny_policy(root / "tiny", tuple(meta.cameras), meta.image_size[0])
+        elif not is_builtin(policy):
+            (root / policy).parent.mkdir(parents=True, exist_ok=True)
+            (root / policy).symlink_to(Path(policy).resolve())
+        # `tiny` is registered by this module: the stage process imports it to find the loader.
+        prelude = "import benchmarks.evaluate_throughput; " if policy == "tiny" else ""
+        command = [sys.executable, "-c", f"{prelude}import runpy; runpy.run_module('stages.evaluate', "
+                   "run_name='__main__')", "--params", str(params_file.resolve()), "--root", str(root),
+                   "--policy", policy, "--name", "bench"]
         start = time.perf_counter()
-        evaluate_main(params, TrackingParams(False, "", "bench"), root, Item(policy=policy, name="bench"))
-        wall = time.perf_counter() - start
-        lines = (root / results_dir("bench") / EPISODES_FILE).read_text().splitlines()
-        steps = sum(json.loads(line)["steps"] for line in lines)
-    return steps / wall, wall, steps
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        process_s = time.perf_counter() - start
+        if done.returncode:
+            raise SystemExit(f"evaluate {policy} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+        found = ROLLOUT_LINE.findall(done.stderr + done.stdout)
+        if not found:
+            raise SystemExit(f"evaluate {policy}: no rollout line in its log:\n{done.stderr[-2000:]}")
+        steps, rollout_s = found[-1]
+    return StageTiming(process_s, float(rollout_s), int(steps))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--policies", nargs="+", default=["tiny", "expert"], help="tiny and/or built-in names")
+    parser.add_argument("--policies", nargs="+", default=["models/finetune/baseline-0", "expert"],
+                        help="policy directories, `tiny` and/or built-in names")
     parser.add_argument("--raw-steps", type=int, default=400, help="raw steps per task")
     args = parser.parse_args()
     setup_logging()
     params, _ = load_stage_params(args.params, STAGE, Params)
     with DemoReader(DEMOS) as reader:
         meta = reader.meta
-    raw = raw_rate(meta.tasks, tuple(meta.cameras), meta.image_size[0], args.raw_steps)
-    print(f"raw simulator step+render ({len(meta.cameras)} cameras at {meta.image_size[0]}px, 1 process): "
-          f"{raw:.1f} steps/s")
+    raw = raw_rate(meta.tasks, tuple(meta.cameras), meta.image_size[0], args.raw_steps, params.replan_every)
+    limit = raw * params.workers
+    print(f"simulator limit: {raw:.1f} steps/s per process (render {len(meta.cameras)} cameras at "
+          f"{meta.image_size[0]} px every {params.replan_every} steps) x {params.workers} workers = {limit:.1f}")
     for policy in args.policies:
-        rate, wall, steps = evaluation_rate(policy, params, DEMOS)
-        print(f"evaluate {policy:>6}: {steps} env steps in {wall:.1f} s = {rate:.1f} steps/s = {rate / raw:.2f} x raw "
-              f"(target >= 0.7; {params.workers} workers, {params.parallel_episodes} parallel episodes)")
+        timing = evaluation_timing(policy, args.params, DEMOS)
+        rate = timing.env_steps / timing.rollout_s
+        print(f"evaluate {policy}: {timing.env_steps} env steps, rollout {timing.rollout_s:.1f} s = {rate:.1f} "
+              f"steps/s = {rate / limit:.2f} x limit (target >= 0.6); process {timing.process_s:.1f} s, "
+              f"{100 * timing.outside_share:.0f}% outside the rollout (target < 25%)")
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ class Params:
     max_steps: int  # step limit per episode (timeout)
     parallel_episodes: int  # episodes advanced together; their observations form one policy batch
     workers: int  # simulator processes (0: simulate in this process)
+    threads: int  # torch CPU threads of the policy (0: torch's default, one per core)
     seed: int
     videos_per_task: int  # episodes per task and suite recorded as GIF (the first ones)
     video_fps: int  # frames per second of the videos (a frame every control_hz / video_fps steps)
@@ -74,7 +75,7 @@ class Params:
         for name in ("replan_every", "max_steps", "parallel_episodes", "video_fps"):
             if getattr(self, name) < 1:
                 out.append(Problem(name, getattr(self, name), "must be at least 1", "use a positive integer"))
-        for name in ("workers", "videos_per_task"):
+        for name in ("workers", "threads", "videos_per_task"):
             if getattr(self, name) < 0:
                 out.append(Problem(name, getattr(self, name), "must not be negative", "use 0 or more"))
         if self.max_steps > MAX_EPISODE_STEPS:

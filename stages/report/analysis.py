@@ -19,8 +19,9 @@ from stages.report import BASELINE, Params
 IMAGE_LATENTS = ("la_align", "la_direct", "la_cond")
 DISCRETE_TOKENS = ("la_direct", "la_cond", "la_tok")
 STRATEGY_LEGEND = {  # REFERENCE section 3, one line each
-    "baseline": "no latent; 5K action placeholders, all fed to the L1 action head; action loss only",
-    "la_align": "image LAM, continuous code vectors; 5K placeholders, the last K to the head; plus 1 - cosine "
+    "baseline": "no latent; P x K action placeholders (P: finetune.placeholders_per_step; the paper's 5), all fed "
+                "to the L1 action head; action loss only",
+    "la_align": "image LAM, continuous code vectors; P x K placeholders, the last K to the head; plus 1 - cosine "
                 "between a projected middle layer and the mean LAM code vector",
     "la_direct": "image LAM, discrete codes; 4K placeholders pooled to K for the head; plus cross-entropy "
                  "against the LAM code tokens <ACT_i> on all of them",

@@ -37,6 +37,7 @@ TINY = {
     "max_steps": 200,
     "parallel_episodes": 4,
     "workers": 0,
+    "threads": 1,
     "seed": 0,
     "videos_per_task": 1,
     "video_fps": 20,
@@ -207,10 +208,10 @@ def test_wrong_action_dim_fails_at_the_first_call_before_any_step(tmp_path: Path
 def test_bad_params_are_reported_together() -> None:
     suites = [{**TINY["suites"][0], "visual_shift": 1.5}, TINY["suites"][0]]
     with pytest.raises(ParamsError) as info:
-        tiny(suites=suites, max_steps=900, categories=["long"], workers=-1)
+        tiny(suites=suites, max_steps=900, categories=["long"], workers=-1, threads=-1)
     text = str(info.value)
     for part in ("suites[0].visual_shift = 1.5", "distinct names", "max_steps = 900", "categories[0] = 'long'",
-                 "workers = -1"):
+                 "workers = -1", "threads = -1"):
         assert part in text
     with pytest.raises(ParamsError, match="item.name = 'a/b'"):
         from_dict(Item, {"policy": "expert", "name": "a/b"}, prefix="item")
