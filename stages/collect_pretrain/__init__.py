@@ -28,6 +28,7 @@ class Params:
     """The `collect_pretrain` section of params.yaml."""
 
     exclude: list[str]  # MT50 tasks left out besides the study's (e.g. an expert too weak to demonstrate them)
+    max_tasks: int  # at most this many of the remaining tasks, in the MT50 table's order (0: every one)
     demos_per_task: int  # successful training episodes per task
     val_demos_per_task: int  # further episodes per task, split "val" (pretrain's held-out L1)
     max_attempts_per_task: int  # a task whose expert falls short keeps what it has (logged, in the metrics)
@@ -38,6 +39,8 @@ class Params:
         """Range checks (the task list is checked against the study in `collection`)."""
         out = [Problem(f"exclude[{i}]", t, "not a Meta-World MT50 task", "use a name from common/tasks.py")
                for i, t in enumerate(self.exclude) if t not in MT50]
+        if self.max_tasks < 0:
+            out.append(Problem("max_tasks", self.max_tasks, "must not be negative", "0 (every task) or e.g. 2"))
         for name in ("demos_per_task", "workers"):
             if getattr(self, name) < 1:
                 out.append(Problem(name, getattr(self, name), "must be at least 1", "use a positive integer"))
@@ -46,15 +49,16 @@ class Params:
         return out
 
 
-def pretrain_tasks(study_tasks: list[str], exclude: list[str]) -> list[str]:
-    """Every MT50 task outside the study's list and `exclude`, in the table's order."""
-    return [t for t in MT50 if t not in study_tasks and t not in exclude]
+def pretrain_tasks(study_tasks: list[str], exclude: list[str], max_tasks: int) -> list[str]:
+    """The MT50 tasks outside the study's list and `exclude`, in the table's order (the first max_tasks if > 0)."""
+    tasks = [t for t in MT50 if t not in study_tasks and t not in exclude]
+    return tasks[:max_tasks] if max_tasks else tasks
 
 
 def collection(params: Params, study: CollectParams) -> tuple[CollectParams, list[Problem]]:
     """What to collect, with the study's cameras, image size and episode length; problems if it could touch the
     study (a shared layout seed) or has nothing to collect."""
-    tasks = pretrain_tasks(study.tasks, params.exclude)
+    tasks = pretrain_tasks(study.tasks, params.exclude, params.max_tasks)
     problems = []
     if params.seed == study.seed:
         problems.append(Problem(f"{STAGE}.seed", params.seed, f"equals {STUDY_SECTION}.seed",
