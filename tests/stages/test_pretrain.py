@@ -44,8 +44,8 @@ TRAIN = {"steps": 4, "batch_size": 4, "lr": 0.001, "weight_decay": 0.0, "warmup_
 
 
 def collect_params(**changes: Any) -> collect_pretrain.Params:
-    raw = {"exclude": [], "max_tasks": 0, "demos_per_task": 1, "val_demos_per_task": 0, "max_attempts_per_task": 3, "seed": 1000,
-           "workers": 1, **changes}
+    raw = {"exclude": [], "max_tasks": 0, "demos_per_task": 1, "val_demos_per_task": 0, "max_attempts_per_task": 3,
+           "seed": 1000, "workers": 1, **changes}
     return from_dict(collect_pretrain.Params, raw, prefix="collect_pretrain")
 
 
