@@ -77,21 +77,3 @@ def test_evaluate_and_report_cover_every_finetune_item() -> None:
     assert [next(iter(m)) for m in do["metrics"]] == [f"{package.METRICS_DIR}/${{key}}.json"]
     items = {(i["strategy"], i["seed"]) for i in finetune["foreach"].values()}
     assert items == {(s, n) for s in params["report"]["strategies"] for n in params["report"]["seeds"]}
-
-
-def test_pretrain_lists_every_setting_it_reads_from_other_sections() -> None:
-    """collect_pretrain and pretrain read parts of `collect`, `finetune`, `lam` and `action_vq`: DVC must rerun them
-    when those change (finetune.backbone.preset, pretrained and lora are not read: pretrain always starts tiny)."""
-    import dataclasses
-
-    from stages.pretrain import Architecture
-
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    pretrain = set(stages["pretrain"]["params"])
-    backbone = {"finetune.backbone.family", "finetune.backbone.input_size", "finetune.backbone.tiny"}
-    assert {f"finetune.{f.name}" for f in dataclasses.fields(Architecture) if f.name != "backbone"} | backbone | {
-        "pretrain", "lam.model.codebook_size", "lam.model.codes_per_transition", "action_vq.model.quantizer",
-        "action_vq.model.codebook_size", "action_vq.model.fsq_levels"} == pretrain
-    assert set(stages["collect_pretrain"]["params"]) == {"collect_pretrain", "collect.tasks", "collect.seed",
-                                                         "collect.cameras", "collect.image_size",
-                                                         "collect.max_episode_steps"}

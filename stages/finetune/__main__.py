@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import json
@@ -12,7 +13,7 @@ from typing import Any
 import torch
 
 from common.atomic import atomic_dir, write_json
-from common.cli import StageError, params_path, run_stage
+from common.cli import StageError, run_stage
 from common.config import ParamsError, Problem, from_dict, read_yaml, to_dict
 from common.cpu import kernel_pins
 from common.demos import DemoReader, validate_file
@@ -25,7 +26,6 @@ from common.vla.data import Batches, Episodes
 from common.vla.evaluate import evaluate
 from common.vla.latents import read_latents
 from common.vla.model import objective
-from common.vla.pretrained import fresh_parameters, pretrained_start, start_sha256
 from common.vla.prompt import prompt_text
 from common.vla.strategies import get_strategy
 from stages.finetune import CHECKPOINT_ROOT, CODE, DEMOS, LATENT_FILES, STAGE, Item, Params, outputs
@@ -92,11 +92,6 @@ def main(params: Params, tracking: TrackingParams, root: Path, item: Item, cfg: 
         model = make_vla(spec, item.seed)
     except ValueError as exc:  # a backbone that cannot take these settings
         raise StageError(f"finetune: {exc}") from exc
-    start = pretrained_start(params.backbone)
-    if start is not None:
-        log.info("%s: backbone and action head from %s; freshly initialised: %s", item.name, start,
-                 fresh_parameters(model) or "nothing")
-    start_hash = start_sha256(params.backbone)  # "" for the tiny preset
     layout, backbone = model.layout, model.backbone
     prompt = lambda instruction: backbone.prompt_ids(  # noqa: E731
         prompt_text(instruction, params.chunk, layout.placeholders), len(params.cameras), image_size)
@@ -109,8 +104,7 @@ def main(params: Params, tracking: TrackingParams, root: Path, item: Item, cfg: 
 
     train_params = dataclasses.replace(params.train, seed=item.seed)
     code = code_fingerprint(*CODE)
-    # a new pretrained start must not resume an old start's checkpoints
-    fingerprint = run_fingerprint(params, cfg, item, [*hashes, start_hash] if start_hash else hashes, code)
+    fingerprint = run_fingerprint(params, cfg, item, hashes, code)
     checkpoints = root / CHECKPOINT_ROOT / item.name
     model_dir, metrics_path, plots_path = (root / p for p in outputs(item))
     batch_at = lambda step, process: train_batches.sample(item.seed, step, process,  # noqa: E731
@@ -138,8 +132,6 @@ def main(params: Params, tracking: TrackingParams, root: Path, item: Item, cfg: 
                 "vocabulary": list(added_tokens(spec)), "layout": dataclasses.asdict(layout),
                 "proprio_keys": list(data_meta.proprio_keys), "action_names": list(data_meta.action_space.names),
                 "tasks": list(data_meta.tasks), "dataset_sha256": hashes[0], "latent_sha256": hashes[1:],
-                "pretrained": {"source": params.backbone.pretrained, "sha256": start_hash,
-                               "fresh": fresh_parameters(model) if start is not None else None},
                 "code_version": code, "train_steps": result.steps, "kernel_pins": kernel_pins()}
         with atomic_dir(model_dir) as tmp:
             save_vla(model.cpu(), spec, tmp, meta)
@@ -152,8 +144,15 @@ def main(params: Params, tracking: TrackingParams, root: Path, item: Item, cfg: 
 
 
 
+def _params_path() -> Path:
+    """The --params flag of this process's command line (run_stage parses the rest)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    return parser.parse_known_args()[0].params
+
+
 def _cli_main(params: Params, tracking: TrackingParams, root: Path, item: Item) -> None:
-    main(params, tracking, root, item, load_strategy_cfg(params_path(), item.strategy))
+    main(params, tracking, root, item, load_strategy_cfg(_params_path(), item.strategy))
 
 
 if __name__ == "__main__":

@@ -33,8 +33,7 @@ def test_smoke_dag_through_the_flow_then_audit(tmp_path: Path) -> None:
                           address=None, prefork=True)
     states = run_study(options)
     items = [f"{s}-{seed}" for s in ("baseline", "la_align", "la_direct", "la_cond", "la_tok") for seed in (0, 1, 2)]
-    expected = ["collect", "collect_pretrain", "pretrain", "lam", "action_vq", "extract",
-                *(f"finetune@{i}" for i in items),
+    expected = ["collect", "lam", "action_vq", "extract", *(f"finetune@{i}" for i in items),
                 *(f"evaluate@{i}" for i in items), "reference", "evaluate_reference", "evaluate_expert", "report"]
     assert sorted(states) == sorted(expected)
     assert set(states.values()) == {"Completed"}, states
