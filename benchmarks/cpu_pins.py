@@ -31,35 +31,13 @@ def step_seconds(params_path: Path, strategy_name: str, steps: int) -> dict[str,
     """In this process: CPU seconds of each of `steps` training steps of the default finetune model (median)."""
     import torch
 
-    from common.cli import load_stage_params
-    from common.demos import DemoReader, validate_file
-    from common.vla.build import VlaSpec, make_vla
-    from common.vla.data import Batches, Episodes
-    from common.vla.model import objective
-    from common.vla.prompt import prompt_text
+    from benchmarks.finetune_throughput import training_setup
     from common.vla.strategies import get_strategy
-    from stages.finetune import DEMOS, Params
-    from stages.finetune.__main__ import load_strategy_cfg
 
-    params, _ = load_stage_params(params_path, "finetune", Params)
-    cfg, strategy = load_strategy_cfg(params_path, strategy_name), get_strategy(strategy_name)
-    if strategy.latent != "none":
+    if get_strategy(strategy_name).latent != "none":
         sys.exit(f"benchmarks.cpu_pins times strategies without latents (e.g. baseline), not {strategy_name}")
-    torch.set_num_threads(params.threads or torch.get_num_threads())
-    meta = validate_file(DEMOS)
-    with DemoReader(DEMOS) as reader:
-        action_stats, proprio_stats = reader.stats("actions"), reader.stats("proprio")
-    episodes = Episodes.load(DEMOS, "train", params.cameras, action_stats, proprio_stats, params.normalization)
-    image_size = meta.image_size[0]
-    spec = VlaSpec(strategy_name, params.chunk, meta.action_space.dim, meta.proprio_dim, params.cameras, image_size,
-                   {}, getattr(cfg, "align_hidden", 0), params.placeholders_per_step, params.backbone, params.head)
-    model = make_vla(spec, 0)
-    layout, backbone = model.layout, model.backbone
-    batches = Batches(episodes, lambda i: backbone.prompt_ids(prompt_text(i, params.chunk, layout.placeholders),
-                                                              len(params.cameras), image_size),
-                      backbone.tokenizer.pad_token_id, params.chunk, strategy.latent, layout.token_slots,
-                      params.augment)
-    loss_fn, batch_size = objective(cfg), params.train.batch_size
+    params, model, batches, loss_fn = training_setup(params_path, strategy_name)
+    batch_size = params.train.batch_size
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=params.train.lr)
     seconds = []
     for step in range(WARMUP_STEPS + steps):

@@ -17,6 +17,7 @@ import dataclasses
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -29,7 +30,7 @@ from common.train import peak_memory_mb, train
 from common.vla.build import VlaSpec, make_vla
 from common.vla.data import Batches, Episodes
 from common.vla.latents import read_latents
-from common.vla.model import objective
+from common.vla.model import VLA, objective
 from common.vla.prompt import prompt_text
 from common.vla.strategies import get_strategy
 from stages.finetune import DEMOS, LATENT_FILES, Params
@@ -48,15 +49,11 @@ def matmul_peak(size: int = 1024, seconds: float = 2.0) -> float:
     return best
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--strategy", default="baseline")
-    parser.add_argument("--steps", type=int, default=20)
-    args = parser.parse_args()
-    setup_logging()
-    params, _ = load_stage_params(args.params, "finetune", Params)
-    cfg, strategy = load_strategy_cfg(args.params, args.strategy), get_strategy(args.strategy)
+def training_setup(params_path: Path, strategy_name: str) -> tuple[Params, VLA, Batches, Callable]:
+    """(finetune params, model, batches, loss) of `strategy_name`'s default model on the collected train split,
+    built as the stage builds it (threads from params, latents attached for latent strategies)."""
+    params, _ = load_stage_params(params_path, "finetune", Params)
+    cfg, strategy = load_strategy_cfg(params_path, strategy_name), get_strategy(strategy_name)
     if params.threads:
         torch.set_num_threads(params.threads)
     meta = validate_file(DEMOS)
@@ -71,7 +68,7 @@ def main() -> None:
                                            episodes.lengths(), params.chunk, meta.action_space.dim)
         episodes.attach(arrays)
     image_size = meta.image_size[0]
-    spec = VlaSpec(args.strategy, params.chunk, meta.action_space.dim, meta.proprio_dim, params.cameras, image_size,
+    spec = VlaSpec(strategy_name, params.chunk, meta.action_space.dim, meta.proprio_dim, params.cameras, image_size,
                    latent_meta, getattr(cfg, "align_hidden", 0), params.placeholders_per_step,
                    params.backbone, params.head)
     model = make_vla(spec, 0)
@@ -80,7 +77,17 @@ def main() -> None:
                                                               len(params.cameras), image_size),
                       backbone.tokenizer.pad_token_id, params.chunk, strategy.latent, layout.token_slots,
                       params.augment)
-    loss_fn = objective(cfg)
+    return params, model, batches, objective(cfg)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--strategy", default="baseline")
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args()
+    setup_logging()
+    params, model, batches, loss_fn = training_setup(args.params, args.strategy)
     batch_size = params.train.batch_size
     with FlopCounterMode(display=False) as counter:  # FLOPs of one training step (forward + backward)
         loss, _ = loss_fn(model, batches.sample(0, 0, 0, batch_size))
