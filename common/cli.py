@@ -55,6 +55,14 @@ def parse_item(cls: type[ItemT], values: dict[str, str]) -> ItemT:
     return from_dict(cls, raw, prefix="item", source="command line")
 
 
+def params_path() -> Path:
+    """The --params flag of this process's command line: for a stage that reads sections besides its own (run_stage
+    parses the rest)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    return parser.parse_known_args()[0].params
+
+
 def run_stage(stage: str, cls: type[P], main: Callable[..., object], item: type[ItemT] | None = None) -> None:
     """Parse the shared flags (and the matrix item's), load params, run `main`; known errors exit 2 with a message.
 

@@ -169,6 +169,19 @@ def check_actions(actions: Any, obs: Observation, chunk: int, action_dim: int, w
     return arr.astype(np.float32, copy=False)
 
 
+def camera_images(obs: Observation, cameras: tuple[str, ...], image_size: int, who: str) -> np.ndarray:
+    """The observation's images of `cameras` as (B, cams, H, W, 3), or a PolicyError naming what does not match."""
+    missing = [c for c in cameras if c not in obs.images]
+    if missing:
+        raise PolicyError(f"{who}: the policy needs cameras {list(cameras)}, the observation lacks {missing}. "
+                          "Next step: render the cameras the policy names")
+    images = np.stack([obs.images[c] for c in cameras], axis=1)
+    if images.shape[2:4] != (image_size, image_size):
+        raise PolicyError(f"{who}: images are {images.shape[2:4]}, the policy was trained on "
+                          f"{image_size}x{image_size}. Next step: render at policy.image_size")
+    return images
+
+
 class ExpertPolicy:
     """Meta-World's scripted expert for each environment's task, one step per call (it reads the state)."""
 

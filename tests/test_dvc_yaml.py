@@ -48,7 +48,7 @@ def test_each_matrix_stage_matches_its_package() -> None:
         assert do["params"] == [name, "strategy_cfg.${item.strategy}"]
         assert sorted(d for d in do["deps"] if d.startswith(("common", "stages"))) == sorted(package.CODE)
         data_deps = [d for d in do["deps"] if not d.startswith(("common", "stages"))]
-        assert data_deps == [*(p.as_posix() for p in package.INPUTS), "${item.targets}"]
+        assert data_deps == [*(p.as_posix() for p in package.INPUTS), "${item.targets}", package.START.as_posix()]
         for key, item in stage["foreach"].items():
             assert key == f"{item['strategy']}-{item['seed']}"
             reads = {p.as_posix() for p in package.STRATEGY_INPUTS[item["strategy"]]}
@@ -77,3 +77,21 @@ def test_evaluate_and_report_cover_every_finetune_item() -> None:
     assert [next(iter(m)) for m in do["metrics"]] == [f"{package.METRICS_DIR}/${{key}}.json"]
     items = {(i["strategy"], i["seed"]) for i in finetune["foreach"].values()}
     assert items == {(s, n) for s in params["report"]["strategies"] for n in params["report"]["seeds"]}
+
+
+def test_pretrain_lists_every_setting_it_reads_from_other_sections() -> None:
+    """collect_pretrain and pretrain read parts of `collect`, `finetune`, `lam` and `action_vq`: DVC must rerun them
+    when those change (finetune.backbone.preset, pretrained and lora are not read: pretrain always starts tiny)."""
+    import dataclasses
+
+    from stages.pretrain import Architecture
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    pretrain = set(stages["pretrain"]["params"])
+    backbone = {"finetune.backbone.family", "finetune.backbone.input_size", "finetune.backbone.tiny"}
+    assert {f"finetune.{f.name}" for f in dataclasses.fields(Architecture) if f.name != "backbone"} | backbone | {
+        "pretrain", "lam.model.codebook_size", "lam.model.codes_per_transition", "action_vq.model.quantizer",
+        "action_vq.model.codebook_size", "action_vq.model.fsq_levels"} == pretrain
+    assert set(stages["collect_pretrain"]["params"]) == {"collect_pretrain", "collect.tasks", "collect.seed",
+                                                         "collect.cameras", "collect.image_size",
+                                                         "collect.max_episode_steps"}

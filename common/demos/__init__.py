@@ -2,7 +2,7 @@
 
 from common.demos.reader import DemoReader
 from common.demos.schema import ActionSpace, DatasetError, DatasetMeta, Episode, Stats
-from common.demos.validate import validate_file
+from common.demos.validate import training_demos, validate_file
 from common.demos.writer import DemoWriter
 
 __all__ = [
@@ -13,5 +13,6 @@ __all__ = [
     "DemoWriter",
     "Episode",
     "Stats",
+    "training_demos",
     "validate_file",
 ]

@@ -106,3 +106,16 @@ def _demo_problems(reader: DemoReader, name: str) -> Iterator[str]:
             yield error
         elif values.shape != (length,):
             yield f"{key}: shape {values.shape}, expected ({length},)"
+
+
+def training_demos(path: Path, cameras: tuple[str, ...], field: str,
+                   next_step: str) -> tuple[S.DatasetMeta, S.Stats, S.Stats]:
+    """A demo file checked for training on `cameras` (the params key `field` names them): its metadata and the
+    action and proprio statistics that normalise it."""
+    meta = validate_file(path)
+    unknown = [c for c in cameras if c not in meta.cameras]
+    if unknown:
+        raise S.DatasetError(f"{field} = {list(cameras)}: {unknown} not in {path}'s cameras {list(meta.cameras)}; "
+                             f"{next_step}")
+    with DemoReader(path) as reader:
+        return meta, reader.stats("actions"), reader.stats("proprio")

@@ -15,7 +15,7 @@ import torch
 
 from common.demos.schema import Stats
 from common.normalize import normalize, unnormalize
-from common.policy import META_FILE, Observation, PolicyError, check_actions, register_loader
+from common.policy import META_FILE, Observation, PolicyError, camera_images, check_actions, register_loader
 from common.reference.model import IMAGES, PROPRIO, TASK, ReferenceNet, ReferenceSpec
 
 LOADER = "reference"  # meta.json "policy"
@@ -65,18 +65,11 @@ class ReferencePolicy:
 
     def act(self, obs: Observation) -> np.ndarray:
         """(B, chunk, action_dim) float32 actions for a batch of observations, in one forward pass."""
-        missing = [c for c in self.cameras if c not in obs.images]
-        if missing:
-            raise PolicyError(f"{self.directory}: the policy needs cameras {list(self.cameras)}, the observation "
-                              f"lacks {missing}. Next step: render the cameras the policy names")
         unknown = sorted(set(obs.tasks) - set(self.tasks))
         if unknown:
             raise PolicyError(f"{self.directory}: tasks {unknown} were not trained (the policy knows "
                               f"{list(self.tasks)}). Next step: retrain it on demos of those tasks")
-        images = np.stack([obs.images[c] for c in self.cameras], axis=1)  # (B, cams, H, W, 3)
-        if images.shape[2:4] != (self.image_size, self.image_size):
-            raise PolicyError(f"{self.directory}: images are {images.shape[2:4]}, the policy was trained on "
-                              f"{self.image_size}x{self.image_size}. Next step: render at policy.image_size")
+        images = camera_images(obs, self.cameras, self.image_size, str(self.directory))
         batch = {IMAGES: torch.from_numpy(np.ascontiguousarray(images, np.uint8)),
                  PROPRIO: torch.from_numpy(normalize(np.asarray(obs.proprio, np.float32), self.proprio_stats,
                                                      self.normalization)),

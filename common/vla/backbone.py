@@ -177,7 +177,12 @@ def load_pretrained_vlm(source: str, family: Any) -> nn.Module:
 
     config = AutoConfig.from_pretrained(source)
     if not getattr(getattr(config, "vision_config", None), STEM_KEY, None):
-        vlm = AutoModelForImageTextToText.from_pretrained(source, dtype=torch.float32)
+        vlm, info = AutoModelForImageTextToText.from_pretrained(source, dtype=torch.float32, output_loading_info=True)
+        missing, unexpected = sorted(info["missing_keys"]), sorted(info["unexpected_keys"])
+        reshaped = sorted(str(m) for m in info.get("mismatched_keys", []))
+        if missing or unexpected or reshaped:
+            raise ValueError(f"{source}: weights do not match the model (missing {missing[:3]}, unexpected "
+                             f"{unexpected[:3]}, reshaped {reshaped[:3]})")
         family.adapt(vlm)
         return vlm
     from safetensors.torch import load_file
@@ -227,9 +232,9 @@ def load_backbone(directory: Path, params: BackboneParams) -> Backbone:
     config = AutoConfig.from_pretrained(directory / CONFIG_DIR)
     tokenizer = AutoTokenizer.from_pretrained(directory / TOKENIZER_DIR)
     image_processor = family.load_image_processor(directory / PROCESSOR_DIR)
-    if params.preset == "tiny":
+    if params.preset == "tiny" or params.lora.rank == 0:  # every backbone weight is in the saved policy
         vlm = AutoModelForImageTextToText.from_config(config)
         family.adapt(vlm)
-    else:
+    else:  # the frozen weights come from the checkpoint, the adapters from the saved policy
         vlm = load_pretrained_vlm(params.pretrained, family)
     return _assemble(params, family, vlm, tokenizer, image_processor, config)

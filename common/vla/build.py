@@ -18,6 +18,7 @@ from common.config import from_dict, to_dict
 from common.vla.backbone import BackboneParams, build_backbone, load_backbone, save_backbone_files
 from common.vla.head import HeadParams
 from common.vla.model import VLA
+from common.vla.pretrained import load_head, missing_tokens, pretrained_start
 from common.vla.prompt import REQUEST
 from common.vla.strategies import PLACEHOLDER, get_strategy
 
@@ -57,10 +58,23 @@ def added_tokens(spec: VlaSpec) -> tuple[str, ...]:
     return (PLACEHOLDER, *get_strategy(spec.strategy).vocabulary(spec.latent_meta))
 
 
-def make_vla(spec: VlaSpec, seed: int) -> VLA:
-    """A freshly initialised VLA (tiny: random backbone; pretrained: loaded weights, LoRA if configured)."""
-    backbone = build_backbone(spec.backbone, REQUEST, added_tokens(spec), spec.image_size, seed)
-    return _assemble(spec, backbone)
+def make_vla(spec: VlaSpec, seed: int, vocabulary: tuple[str, ...] | None = None) -> VLA:
+    """A freshly initialised VLA (tiny: random backbone; pretrained: loaded weights, LoRA if configured).
+
+    `vocabulary`: the tokens to add (default: the spec's, `added_tokens`). From the pretrain stage's output the
+    action head loads too, and every token must already be in its vocabulary (the ids then match across strategies).
+    """
+    tokens = added_tokens(spec) if vocabulary is None else vocabulary
+    start = pretrained_start(spec.backbone)
+    if start is not None and (missing := missing_tokens(start, tokens)):
+        raise ValueError(f"{start}: the pretrained vocabulary lacks {len(missing)} tokens this strategy needs "
+                         f"({missing[:3]}...). Next step: rerun `dvc repro pretrain` (its vocabulary follows "
+                         "lam.model and action_vq.model)")
+    backbone = build_backbone(spec.backbone, REQUEST, tokens, spec.image_size, seed)
+    model = _assemble(spec, backbone)
+    if start is not None:
+        load_head(model, start)
+    return model
 
 
 def _assemble(spec: VlaSpec, backbone: Any) -> VLA:

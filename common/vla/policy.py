@@ -10,7 +10,7 @@ import torch
 
 from common.demos.schema import Stats
 from common.normalize import normalize, unnormalize
-from common.policy import Observation, PolicyError, check_actions, register_loader
+from common.policy import Observation, camera_images, check_actions, register_loader
 from common.vla.augment import AugmentParams, eval_view
 from common.vla.build import load_vla
 from common.vla.model import ACTIONS, ATTENTION, IMAGES, INPUT_IDS, PROPRIO, VLA
@@ -39,14 +39,7 @@ class VlaPolicy:
 
     def act(self, obs: Observation) -> np.ndarray:
         """(B, chunk, action_dim) float32 actions for a batch of observations, in one forward pass."""
-        missing = [c for c in self.cameras if c not in obs.images]
-        if missing:
-            raise PolicyError(f"{self.directory}: the policy needs cameras {list(self.cameras)}, the observation "
-                              f"lacks {missing}. Next step: render the cameras the policy names")
-        images = np.stack([obs.images[c] for c in self.cameras], axis=1)  # (B, cams, H, W, 3)
-        if images.shape[2:4] != (self.image_size, self.image_size):
-            raise PolicyError(f"{self.directory}: images are {images.shape[2:4]}, the policy was trained on "
-                              f"{self.image_size}x{self.image_size}. Next step: render at policy.image_size")
+        images = camera_images(obs, self.cameras, self.image_size, str(self.directory))
         backbone = self.model.backbone
         rows = [backbone.prompt_ids(prompt_text(i, self.chunk, self.placeholders), len(self.cameras),
                                     self.image_size) for i in obs.instructions]

@@ -167,3 +167,12 @@ def _la_cond(chunk: int, meta: dict[str, Any], per_step: int) -> Layout:
 def _la_tok(chunk: int, meta: dict[str, Any], per_step: int) -> Layout:
     n = int(meta["tokens_per_chunk"])
     return Layout(placeholders=n, token_slots=n, align_slots=0, head_from=0, pool=1)
+
+
+def every_latent_token(latent_meta: dict[LatentKind, dict[str, Any]]) -> tuple[str, ...]:
+    """The placeholder and every token any registered strategy adds, each once, given each latent kind's metadata:
+    the vocabulary of a start shared by all strategies (the pretrain stage's), so their token ids coincide."""
+    tokens = [PLACEHOLDER]
+    for strategy in STRATEGIES.values():
+        tokens += [t for t in strategy.vocabulary(latent_meta[strategy.latent]) if t not in tokens]
+    return tuple(tokens)

@@ -11,6 +11,7 @@ from common.train import EvalParams, TrainParams
 from common.vla.augment import AugmentParams
 from common.vla.backbone import BackboneParams
 from common.vla.head import HeadParams
+from stages.pretrain import MODEL as PRETRAIN_MODEL
 
 STAGE = "finetune"
 DEMOS = Path("data/collect/demos.hdf5")
@@ -29,6 +30,8 @@ STRATEGY_NAMES = ("baseline", "la_align", "la_direct", "la_cond", "la_tok")
 STRATEGY_INPUTS = {"baseline": (), "la_align": (LAM_CODES,), "la_direct": (LAM_CODES,), "la_cond": (LAM_CODES,),
                    "la_tok": (ACTION_TOKENS,)}
 INPUTS = (DEMOS,)
+# The pretrain stage's shared start: a DVC dep of every item, read when backbone.pretrained names it (the default)
+START = PRETRAIN_MODEL
 
 
 @dataclasses.dataclass(frozen=True)

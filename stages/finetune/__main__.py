@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -13,10 +12,10 @@ from typing import Any
 import torch
 
 from common.atomic import atomic_dir, write_json
-from common.cli import StageError, run_stage
+from common.cli import StageError, params_path, run_stage
 from common.config import ParamsError, Problem, from_dict, read_yaml, to_dict
 from common.cpu import kernel_pins
-from common.demos import DemoReader, validate_file
+from common.demos import training_demos
 from common.demos.schema import Stats
 from common.provenance import code_fingerprint, file_sha256
 from common.tracking import StageRun, TrackingParams
@@ -26,9 +25,10 @@ from common.vla.data import Batches, Episodes
 from common.vla.evaluate import evaluate
 from common.vla.latents import read_latents
 from common.vla.model import objective
+from common.vla.pretrained import fresh_parameters, pretrained_start, start_sha256
 from common.vla.prompt import prompt_text
 from common.vla.strategies import get_strategy
-from stages.finetune import CHECKPOINT_ROOT, CODE, DEMOS, LATENT_FILES, STAGE, Item, Params, outputs
+from stages.finetune import CHECKPOINT_ROOT, CODE, DEMOS, LATENT_FILES, STAGE, START, Item, Params, outputs
 
 log = logging.getLogger(__name__)
 STRATEGY_SECTION = "strategy_cfg"
@@ -66,13 +66,8 @@ def main(params: Params, tracking: TrackingParams, root: Path, item: Item, cfg: 
     if params.threads:
         torch.set_num_threads(params.threads)
     demos = root / DEMOS
-    data_meta = validate_file(demos)
-    unknown = [c for c in params.cameras if c not in data_meta.cameras]
-    if unknown:
-        raise StageError(f"finetune.cameras = {list(params.cameras)}: {unknown} not in the dataset's "
-                         f"{list(data_meta.cameras)}; pick from those")
-    with DemoReader(demos) as reader:
-        action_stats, proprio_stats = reader.stats("actions"), reader.stats("proprio")
+    data_meta, action_stats, proprio_stats = training_demos(demos, params.cameras, "finetune.cameras",
+                                                            "pick from those")
     train_set, val_set = (Episodes.load(demos, split, params.cameras, action_stats, proprio_stats,
                                         params.normalization) for split in ("train", "val"))
     hashes, latent_meta = [file_sha256(demos)], {}
@@ -84,6 +79,10 @@ def main(params: Params, tracking: TrackingParams, root: Path, item: Item, cfg: 
         val_set.attach(arrays)
         hashes.append(file_sha256(path))
 
+    if params.backbone.preset == "pretrained" and Path(params.backbone.pretrained) == START \
+            and pretrained_start(params.backbone) is None:
+        raise StageError(f"finetune.backbone.pretrained = {params.backbone.pretrained!r}: the pretrain stage's "
+                         "start is not there. Next step: `dvc repro pretrain` (or the whole study: `dvc repro`)")
     image_size = data_meta.image_size[0]
     spec = VlaSpec(item.strategy, params.chunk, data_meta.action_space.dim, data_meta.proprio_dim, params.cameras,
                    image_size, latent_meta, getattr(cfg, "align_hidden", 0), params.placeholders_per_step,
@@ -92,6 +91,11 @@ def main(params: Params, tracking: TrackingParams, root: Path, item: Item, cfg: 
         model = make_vla(spec, item.seed)
     except ValueError as exc:  # a backbone that cannot take these settings
         raise StageError(f"finetune: {exc}") from exc
+    start = pretrained_start(params.backbone)
+    if start is not None:
+        log.info("%s: backbone and action head from %s; freshly initialised: %s", item.name, start,
+                 fresh_parameters(model) or "nothing")
+    start_hash = start_sha256(params.backbone)  # "" for the tiny preset
     layout, backbone = model.layout, model.backbone
     prompt = lambda instruction: backbone.prompt_ids(  # noqa: E731
         prompt_text(instruction, params.chunk, layout.placeholders), len(params.cameras), image_size)
@@ -104,7 +108,8 @@ def main(params: Params, tracking: TrackingParams, root: Path, item: Item, cfg: 
 
     train_params = dataclasses.replace(params.train, seed=item.seed)
     code = code_fingerprint(*CODE)
-    fingerprint = run_fingerprint(params, cfg, item, hashes, code)
+    # a new pretrained start must not resume an old start's checkpoints
+    fingerprint = run_fingerprint(params, cfg, item, [*hashes, start_hash] if start_hash else hashes, code)
     checkpoints = root / CHECKPOINT_ROOT / item.name
     model_dir, metrics_path, plots_path = (root / p for p in outputs(item))
     batch_at = lambda step, process: train_batches.sample(item.seed, step, process,  # noqa: E731
@@ -132,6 +137,8 @@ def main(params: Params, tracking: TrackingParams, root: Path, item: Item, cfg: 
                 "vocabulary": list(added_tokens(spec)), "layout": dataclasses.asdict(layout),
                 "proprio_keys": list(data_meta.proprio_keys), "action_names": list(data_meta.action_space.names),
                 "tasks": list(data_meta.tasks), "dataset_sha256": hashes[0], "latent_sha256": hashes[1:],
+                "pretrained": {"source": params.backbone.pretrained, "sha256": start_hash,
+                               "fresh": fresh_parameters(model) if start is not None else None},
                 "code_version": code, "train_steps": result.steps, "kernel_pins": kernel_pins()}
         with atomic_dir(model_dir) as tmp:
             save_vla(model.cpu(), spec, tmp, meta)
@@ -144,15 +151,8 @@ def main(params: Params, tracking: TrackingParams, root: Path, item: Item, cfg: 
 
 
 
-def _params_path() -> Path:
-    """The --params flag of this process's command line (run_stage parses the rest)."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    return parser.parse_known_args()[0].params
-
-
 def _cli_main(params: Params, tracking: TrackingParams, root: Path, item: Item) -> None:
-    main(params, tracking, root, item, load_strategy_cfg(_params_path(), item.strategy))
+    main(params, tracking, root, item, load_strategy_cfg(params_path(), item.strategy))
 
 
 if __name__ == "__main__":

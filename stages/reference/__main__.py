@@ -12,9 +12,9 @@ from typing import Any
 import torch
 
 from common.atomic import atomic_dir, remove_stale_partials, write_json
-from common.cli import StageError, run_stage
+from common.cli import run_stage
 from common.config import to_dict
-from common.demos import DemoReader, validate_file
+from common.demos import training_demos
 from common.provenance import code_fingerprint, file_sha256
 from common.reference.data import held_out_l1, load_samples, training_batch
 from common.reference.model import ReferenceSpec, l1_objective, make_reference
@@ -44,13 +44,7 @@ def main(params: Params, tracking: TrackingParams, root: Path) -> dict[str, Any]
     demos = root / DEMOS
     for stale in remove_stale_partials(root / MODEL_DIR):
         log.info("removed %s left by a killed run", stale)
-    data = validate_file(demos)
-    unknown = [c for c in params.cameras if c not in data.cameras]
-    if unknown:
-        raise StageError(f"reference.cameras = {list(params.cameras)}: {unknown} not in {demos}'s cameras "
-                         f"{list(data.cameras)}; pick from those")
-    with DemoReader(demos) as reader:
-        action_stats, proprio_stats = reader.stats("actions"), reader.stats("proprio")
+    data, action_stats, proprio_stats = training_demos(demos, params.cameras, "reference.cameras", "pick from those")
     train_set, val_set = (load_samples(demos, split, params.cameras, data.tasks, params.chunk, action_stats,
                                        proprio_stats, params.normalization) for split in ("train", "val"))
     spec = ReferenceSpec(params.chunk, data.action_space.dim, data.proprio_dim, params.cameras, data.image_size[0],

@@ -33,7 +33,8 @@ def test_smoke_dag_through_the_flow_then_audit(tmp_path: Path) -> None:
                           address=None, prefork=True)
     states = run_study(options)
     items = [f"{s}-{seed}" for s in ("baseline", "la_align", "la_direct", "la_cond", "la_tok") for seed in (0, 1, 2)]
-    expected = ["collect", "lam", "action_vq", "extract", *(f"finetune@{i}" for i in items),
+    expected = ["collect", "collect_pretrain", "pretrain", "lam", "action_vq", "extract",
+                *(f"finetune@{i}" for i in items),
                 *(f"evaluate@{i}" for i in items), "reference", "evaluate_reference", "evaluate_expert", "report"]
     assert sorted(states) == sorted(expected)
     assert set(states.values()) == {"Completed"}, states
@@ -53,10 +54,14 @@ def test_smoke_dag_through_the_flow_then_audit(tmp_path: Path) -> None:
     assert set(report["references"]) == {"expert", "reference"}
     assert (root / "reports/study.md").read_text().startswith("#")
 
-    results = audit(root, ["evaluate@la_tok-1"])  # demos -> LAM -> tokenizer -> tokens -> policy -> evaluation
+    # demos -> LAM, tokenizer -> tokens; pretraining demos -> start; -> policy -> evaluation
+    results = audit(root, ["evaluate@la_tok-1"])
     names = [r.stage.name for r in results]  # upstream first
-    assert sorted(names[1:3]) == ["action_vq", "lam"]
-    assert [names[0], *names[3:]] == ["collect", "extract", "finetune@la_tok-1", "evaluate@la_tok-1"]
+    assert sorted(names[:-2]) == ["action_vq", "collect", "collect_pretrain", "extract", "lam", "pretrain"]
+    assert names[-2:] == ["finetune@la_tok-1", "evaluate@la_tok-1"]
+    before = lambda a, b: names.index(a) < names.index(b)  # noqa: E731
+    assert before("collect", "lam") and before("lam", "extract") and before("action_vq", "extract")
+    assert before("collect_pretrain", "pretrain")
     assert all(not r.findings for r in results), [str(f) for r in results for f in r.findings]
     assert all("output hashes and params agree" in r.mlflow for r in results)
 

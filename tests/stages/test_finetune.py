@@ -226,3 +226,13 @@ def test_an_image_size_the_backbone_cannot_take_is_a_clear_error(dataset: Path, 
     backbone = {**TINY["backbone"], "input_size": 12}  # not a multiple of patch 4 x merge 2
     with pytest.raises(StageError, match="input_size = 12 px is not a multiple of 8"):
         main(tiny(backbone=backbone), OFF, root, Item("baseline", 0), cfg("baseline"))
+
+
+def test_the_default_start_missing_says_to_run_pretrain(dataset: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    root = link(dataset, tmp_path, DEMOS)
+    monkeypatch.chdir(root)  # stages run in the repository root; models/pretrain is relative to it
+    backbone = {**TINY["backbone"], "preset": "pretrained", "pretrained": "models/pretrain"}
+    with pytest.raises(StageError, match="models/pretrain.*start is not there.*dvc repro pretrain"):
+        main(tiny(backbone=backbone), OFF, root, Item("baseline", 0), cfg("baseline"))
+    assert not (root / outputs(Item("baseline", 0))[0]).exists()

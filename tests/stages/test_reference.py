@@ -11,8 +11,9 @@ import pytest
 import torch
 import yaml
 
-from common.cli import StageError, load_stage_params
+from common.cli import load_stage_params
 from common.config import from_dict
+from common.demos import DatasetError
 from common.policy import Observation, load_policy
 from common.tracking import TrackingParams
 from stages.reference import CHECKPOINTS, DEMOS, METRICS, MODEL_DIR, OUTS, PLOTS, Params
@@ -96,7 +97,7 @@ def test_resume_equals_an_uninterrupted_run(dataset: Path, tmp_path: Path) -> No
 
 
 def test_unknown_camera_is_an_error(dataset: Path, tmp_path: Path) -> None:
-    with pytest.raises(StageError, match="reference.cameras"):
+    with pytest.raises(DatasetError, match=r"reference.cameras = .*\['behindGripper'\] not in"):
         main(tiny(cameras=["corner", "behindGripper"]), OFF, linked(dataset, tmp_path))
 
 
