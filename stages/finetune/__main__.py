@@ -60,6 +60,16 @@ def stats_json(stats: Stats) -> dict[str, list[float]]:
     return {f.name: getattr(stats, f.name).astype(float).tolist() for f in dataclasses.fields(stats)}
 
 
+def start_under_root(params: Params, root: Path) -> Params:
+    """A relative `backbone.pretrained` that is the pretrain stage's output, or a directory under `root`, is read
+    from `root` (where the DAG's outputs are), not from the working directory; a hub id stays as given."""
+    source = Path(params.backbone.pretrained)
+    if params.backbone.preset != "pretrained" or source.is_absolute() \
+            or (source != START and not (root / source).is_dir()):
+        return params
+    return dataclasses.replace(params, backbone=dataclasses.replace(params.backbone, pretrained=str(root / source)))
+
+
 def main(params: Params, tracking: TrackingParams, root: Path, item: Item, cfg: Any) -> dict[str, Any]:
     """Train one strategy and seed, score it on held-out episodes, save the policy with its metadata."""
     strategy = get_strategy(item.strategy)
@@ -79,7 +89,8 @@ def main(params: Params, tracking: TrackingParams, root: Path, item: Item, cfg: 
         val_set.attach(arrays)
         hashes.append(file_sha256(path))
 
-    if params.backbone.preset == "pretrained" and Path(params.backbone.pretrained) == START \
+    params = start_under_root(params, root)
+    if params.backbone.preset == "pretrained" and Path(params.backbone.pretrained) == root / START \
             and pretrained_start(params.backbone) is None:
         raise StageError(f"finetune.backbone.pretrained = {params.backbone.pretrained!r}: the pretrain stage's "
                          "start is not there. Next step: `dvc repro pretrain` (or the whole study: `dvc repro`)")

@@ -14,6 +14,7 @@ import yaml
 from safetensors.torch import load_file
 
 from common.collection import CollectParams
+from common.cli import StageError
 from common.config import ParamsError, from_dict
 from common.demos import DemoReader, validate_file
 from common.policy import load_policy
@@ -197,3 +198,24 @@ def test_finetune_from_the_start_records_it(pretrained: Path, tmp_path: Path) ->
     assert meta["pretrained"]["fresh"] and all(n.startswith("align.") for n in meta["pretrained"]["fresh"])
     shutil.rmtree(start)  # the trained policy holds every weight: evaluation never reads the start
     assert load_policy(tmp_path / outputs(item)[0]).chunk == TINY["chunk"]
+
+
+def test_finetune_reads_the_pretrain_stage_start_under_its_root_not_the_working_directory(
+        pretrained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from stages.finetune import START
+    from stages.finetune.__main__ import main as finetune_main
+
+    root, elsewhere = tmp_path / "root", tmp_path / "elsewhere"
+    write_moving_square_dataset(root / STUDY_DEMOS, episodes=4, length=10, size=16, val_episodes=2)
+    shutil.copytree(pretrained / pretrain.MODEL, root / START)
+    (elsewhere / START).mkdir(parents=True)  # a start-shaped folder in the working directory must not be read
+    monkeypatch.chdir(elsewhere)
+    backbone = {**TINY["backbone"], "preset": "pretrained", "pretrained": str(START)}
+    item = Item("baseline", 0)
+    finetune_main(tiny(backbone=backbone), OFF, root, item, cfg("baseline"))
+    meta = json.loads((root / outputs(item)[0] / "meta.json").read_text())
+    assert meta["pretrained"]["source"] == str(root / START)
+    shutil.rmtree(root / START)
+    shutil.rmtree(root / outputs(item)[0])
+    with pytest.raises(StageError, match="dvc repro pretrain"):
+        finetune_main(tiny(backbone=backbone), OFF, root, item, cfg("baseline"))
