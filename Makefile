@@ -83,3 +83,7 @@ bench-stage-startup: setup   # builds the smoke project in a temporary folder (~
 .PHONY: bench-cpu-pins
 bench-cpu-pins: setup   # needs `dvc repro collect`: finetune samples/s with and without the AVX2 kernel pins (~2 min)
 	$(PY) -m benchmarks.cpu_pins
+
+.PHONY: bench-input-reliance
+bench-input-reliance: setup   # needs `dvc repro finetune@baseline-0 reference`: does a policy read its images? (~1 min)
+	$(PY) -m benchmarks.input_reliance models/finetune/baseline-0 models/reference
