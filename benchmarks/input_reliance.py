@@ -78,6 +78,7 @@ def within_task_permutation(tasks: tuple[str, ...], rng: np.random.Generator) ->
 
 def open_loop_l1(policy: Policy, frames: Frames, stats: Stats, normalization: str) -> float:
     """Mean L1 of the policy's chunks against the demonstrated ones, in normalized units."""
+    truth = normalize(frames.actions, stats, normalization)
     errors = []
     for start in range(0, len(frames.tasks), BATCH):
         part = slice(start, start + BATCH)
@@ -85,7 +86,7 @@ def open_loop_l1(policy: Policy, frames: Frames, stats: Stats, normalization: st
         obs = Observation({c: frames.images[c][part] for c in policy.cameras}, frames.proprio[part],
                           frames.instructions[part], frames.tasks[part], np.zeros((count, 0), np.float32))
         predicted = normalize(policy.act(obs), stats, normalization)
-        errors.append(np.abs(predicted - normalize(frames.actions[part], stats, normalization)).mean(axis=(1, 2)))
+        errors.append(np.abs(predicted - truth[part]).mean(axis=(1, 2)))
     return float(np.concatenate(errors).mean())
 
 
@@ -106,7 +107,7 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=4, help="score every n-th step of each demo (default: 4)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the within-task permutation")
     args = parser.parse_args()
-    print(f"| policy | frames | L1 true | L1 images swapped | L1 proprio swapped |\n|---|---|---|---|---|")
+    print("| policy | frames | L1 true | L1 images swapped | L1 proprio swapped |\n|---|---|---|---|---|")
     for directory in args.policies:
         policy = load_policy(directory)
         stats, normalization = getattr(policy, "action_stats", None), getattr(policy, "normalization", None)
