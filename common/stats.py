@@ -66,13 +66,17 @@ class Arm:
     """Success counts of one side of an estimate; a group of strategies is averaged with equal weights.
 
     Shapes (S, G, C): seed, strategy of the group, (task, suite) cell. `shared`: one policy without a training
-    seed (S = 1) set against every seed of the other arms, e.g. a reference policy.
+    seed (S = 1) set against every seed of the other arms, e.g. a reference policy. `outcomes` (S, G, C, E): each
+    episode's success (1/0), NaN past a cell's n, with episode e of a cell the same episode (layout and simulator
+    seed) for every policy: arms that all carry them are paired, and their episode sampling is that of the paired
+    differences (`paired_outcomes`).
     """
 
     successes: np.ndarray
     n: np.ndarray
     sign: float = 1.0
     shared: bool = False
+    outcomes: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,8 +191,40 @@ def seed_values(arms: Sequence[Arm]) -> np.ndarray:
     return out
 
 
+def paired_outcomes(arms: Sequence[Arm]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Each episode's contribution to the per-seed value, when every arm's episodes are the same episodes.
+
+    Returns z (S, C, E), the signed sum over arms of the group mean of the episode's outcomes (NaN past a cell's
+    n), and n (C,); `seed_values` is then the mean of z over a seed's episodes. None when an arm has no outcomes,
+    is shared (one policy for every seed), or covers other episodes than the rest.
+    """
+    if any(a.outcomes is None or a.shared for a in arms):
+        return None
+    padded = np.isnan(arms[0].outcomes[0, 0])  # type: ignore[index]  # (C, E)
+    if any(a.outcomes.shape[0] != arms[0].outcomes.shape[0]  # type: ignore[union-attr]
+           or a.outcomes.shape[2:] != padded.shape or not (np.isnan(a.outcomes) == padded).all()  # type: ignore
+           for a in arms):
+        return None
+    z = sum(a.sign * a.outcomes.mean(axis=1) for a in arms)  # type: ignore[union-attr]  # (S, C, E)
+    return z, (~padded).sum(axis=-1)
+
+
 def sampling_variance(arms: Sequence[Arm]) -> np.ndarray:
-    """(S,) binomial variance of each seed's value from its episodes alone (unbiased per cell where n > 1)."""
+    """(S,) variance of each seed's value from its episodes alone (unbiased per cell where n > 1).
+
+    Paired arms (`paired_outcomes`): the variance of the mean of the episodes' contributions, stratified by cell, so
+    that an episode that every policy fails (or solves) adds nothing to a difference. Otherwise each arm's binomial
+    variance, summed as if the arms had drawn their episodes independently.
+    """
+    paired = paired_outcomes(arms)
+    if paired is not None:
+        z, n = paired
+        squares = np.nansum((z - np.nanmean(z, axis=-1, keepdims=True)) ** 2, axis=-1)  # (S, C)
+        flat = z.reshape(z.shape[0], -1)
+        overall = np.nanvar(flat, axis=-1, ddof=1) if n.sum() > 1 else np.zeros(z.shape[0])  # (S,)
+        # Unbiased per cell; a one-episode cell takes the variance over all of the seed's episodes.
+        spread = np.where(n > 1, squares / np.maximum(n - 1, 1), overall[:, None])
+        return (n * spread).sum(axis=-1) / n.sum() ** 2
     out = np.zeros(max(a.successes.shape[0] for a in arms))
     for arm in arms:
         k, n = arm.successes.astype(np.float64), arm.n.astype(np.float64)
@@ -213,8 +249,10 @@ def hierarchical_bootstrap(arms: Sequence[Arm], tasks: Sequence[str] | np.ndarra
     """Percentile interval of the mean over seeds: resample seeds, then tasks within each seed, then episodes.
 
     Seeds are matched across arms (the same draw for all); a task brings all of its cells (suites) and is drawn
-    for every arm alike; episodes are redrawn per policy from each cell's observed rate (binomial). A `shared`
-    arm (one policy, no seed) has its episodes redrawn once per replicate, the same for every seed.
+    for every arm alike. Paired arms (`paired_outcomes`) then draw episodes with replacement within each cell, the
+    same episodes for every policy. Otherwise episodes are redrawn per policy from each cell's observed rate
+    (binomial), and a `shared` arm (one policy, no seed) has its episodes redrawn once per replicate, the same for
+    every seed.
     """
     rng = np.random.default_rng(seed)
     seeds = max(a.successes.shape[0] for a in arms)
@@ -223,6 +261,13 @@ def hierarchical_bootstrap(arms: Sequence[Arm], tasks: Sequence[str] | np.ndarra
     membership = np.eye(n_tasks)[cell_task].T  # (T, C): which task each cell belongs to
     pick = rng.integers(0, seeds, size=(resamples, seeds))  # (R, S)
     weights = rng.multinomial(n_tasks, np.full(n_tasks, 1 / n_tasks), size=(resamples, seeds)) @ membership
+    paired = paired_outcomes(arms)
+    if paired is not None:
+        z, n = paired  # (S, C, E), (C,)
+        drawn = (weights * n).astype(np.int64)  # (R, S, C): episodes drawn from each cell, all copies together
+        counts = rng.multinomial(drawn, ~np.isnan(z[0]) / n[:, None])  # (R, S, C, E)
+        total = (counts * np.nan_to_num(z)[pick]).sum(axis=(-2, -1)) / drawn.sum(axis=-1)  # (R, S)
+        return _percentile_interval(arms, total, seeds, level)
     weights = weights[:, :, None, :]  # (R, S, 1, C): how many times each cell was drawn
     total = np.zeros((resamples, seeds))
     for arm in arms:
@@ -234,8 +279,13 @@ def hierarchical_bootstrap(arms: Sequence[Arm], tasks: Sequence[str] | np.ndarra
             n = arm.n[pick] * weights  # (R, S, G, C) episodes of each drawn cell, all copies together
             pooled = rng.binomial(n.astype(np.int64), rate[pick]).sum(-1) / n.sum(-1)
         total += arm.sign * pooled.mean(axis=-1)
+    return _percentile_interval(arms, total, seeds, level)
+
+
+def _percentile_interval(arms: Sequence[Arm], replicates: np.ndarray, seeds: int, level: float) -> Interval:
+    """The observed mean over seeds with the percentile interval of the replicates' means (R, S)."""
     tail = (1 - level) / 2
-    lo, hi = np.quantile(total.mean(axis=1), [tail, 1 - tail])
+    lo, hi = np.quantile(replicates.mean(axis=1), [tail, 1 - tail])
     return Interval(float(seed_values(arms).mean()), float(lo), float(hi), seeds)
 
 

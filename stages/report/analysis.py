@@ -93,6 +93,10 @@ class Cell:
     categories: tuple[str, ...]
     n: int
     successes: int
+    # Each episode's (episode index, simulator seed) and success, in that order: evaluate's plan gives every policy
+    # the same episodes, which pairs the policies' outcomes (common.stats.paired_outcomes).
+    episodes: tuple[tuple[int, int], ...] = ()
+    outcomes: tuple[bool, ...] = ()
 
     def covers(self, scope: Scope) -> bool:
         """Whether the cell's episodes fall in the scope."""
@@ -135,14 +139,25 @@ def make_cells(episodes: dict[tuple[str, int | None], list[dict[str, Any]]]) -> 
             groups[(episode["task"], episode["suite"])].append(episode)
         coverage[policy_name(strategy, seed)] = set(groups)
         for (task, suite), group in sorted(groups.items()):
+            keys = [episode_key(e) for e in group]
+            if None in keys or len(set(keys)) < len(keys):  # episodes that cannot be matched: counts only
+                order, keys = list(range(len(group))), []
+            else:
+                order = sorted(range(len(group)), key=lambda i: keys[i])  # type: ignore[arg-type,return-value]
             cells.append(Cell(strategy, seed, task, suite, tuple(group[0]["categories"]), len(group),
-                              sum(bool(e["success"]) for e in group)))
+                              sum(bool(e["success"]) for e in group), tuple(keys[i] for i in order if keys),
+                              tuple(bool(group[i]["success"]) for i in order)))
     reference = next(iter(coverage.values()))
     for name, keys in coverage.items():
         if keys != reference:
             raise StageError(f"evaluation {name} covers other (task, suite) pairs than the rest "
                              f"(differs in {sorted(keys ^ reference)[:5]}); evaluate every policy on the same suites")
-    return cells
+    plans = defaultdict(set)
+    for cell in cells:
+        plans[(cell.task, cell.suite)].add(cell.episodes)
+    # Pairing needs the same episodes for every policy; where they differ, the cell's counts stand alone.
+    return [c if len(plans[(c.task, c.suite)]) == 1 else dataclasses.replace(c, episodes=(), outcomes=())
+            for c in cells]
 
 
 def arm(cells: list[Cell], strategies: Sequence[str], seeds: Sequence[int | None], scope: Scope,
@@ -153,7 +168,28 @@ def arm(cells: list[Cell], strategies: Sequence[str], seeds: Sequence[int | None
     chosen = [[[table[(s, seed, *k)] for k in keys] for s in strategies] for seed in seeds]
     successes = np.array([[[c.successes for c in row] for row in group] for group in chosen])  # (S, G, C)
     n = np.array([[[c.n for c in row] for row in group] for group in chosen])
-    return Arm(successes, n, sign, shared), tuple(task for task, _ in keys)
+    return Arm(successes, n, sign, shared, episode_outcomes(chosen)), tuple(task for task, _ in keys)
+
+
+def episode_key(episode: dict[str, Any]) -> tuple[int, int] | None:
+    """What makes two policies' episodes the same episode: the plan's index and the simulator seed (None: absent)."""
+    index, seed = episode.get("episode"), episode.get("seed")
+    return (index, seed) if isinstance(index, int) and isinstance(seed, int) else None
+
+
+def episode_outcomes(chosen: list[list[list[Cell]]]) -> np.ndarray | None:
+    """(S, G, C, E) successes (1/0, NaN past a cell's n) when every cell has its episodes matched across all the
+    policies (`make_cells`: the pairing the report's variance and bootstrap use); None otherwise."""
+    cells = [c for group in chosen for row in group for c in row]
+    if not cells or any(not c.episodes for c in cells):
+        return None
+    width = max(c.n for c in cells)
+    out = np.full((len(chosen), len(chosen[0]), len(chosen[0][0]), width), np.nan)
+    for s, group in enumerate(chosen):
+        for g, row in enumerate(group):
+            for k, cell in enumerate(row):
+                out[s, g, k, : cell.n] = cell.outcomes
+    return out
 
 
 def in_scope(cells: list[Cell], scope: Scope) -> bool:

@@ -14,6 +14,7 @@ import numpy as np
 from common.stats import (
     VarianceParts,
     minimum_detectable_effect,
+    paired_outcomes,
     sampling_variance,
     seed_values,
     seeds_needed,
@@ -40,6 +41,7 @@ class Power:
     seeds_for_target: dict[int, int | None]  # episode factor -> seeds for MDE <= target (None: undefined/too many)
     designs: dict[tuple[int, int], float | None]  # (seeds, episode factor) -> MDE
     note: str
+    paired: bool = False  # episode sampling from episode-by-episode differences (common.stats.paired_outcomes)
 
 
 def design_variance(parts: VarianceParts, episode_factor: float) -> float:
@@ -58,20 +60,22 @@ def power_of(comparisons: list[Comparison], alpha: float, target: float, n_seeds
             out.append(Power(c.key, c.text, n_seeds, len(tested), level, None, None, {}, {}, c.note))
             continue
         parts = variance_parts(seed_values(c.contrast.arms), sampling_variance(c.contrast.arms))
+        paired = paired_outcomes(c.contrast.arms) is not None
         if n_seeds < 2:
             note = (f"{n_seeds} seed: the between-seed (training) variance, hence the MDE, is not estimable; "
                     "run at least 2 seeds")
-            out.append(Power(c.key, c.text, n_seeds, len(tested), level, parts, None, {}, {}, note))
+            out.append(Power(c.key, c.text, n_seeds, len(tested), level, parts, None, {}, {}, note, paired))
             continue
         if not design_variance(parts, 1) > 0:
             note = "no variance observed (every seed and episode agree): MDE not estimable"
-            out.append(Power(c.key, c.text, n_seeds, len(tested), level, parts, None, {}, {}, note))
+            out.append(Power(c.key, c.text, n_seeds, len(tested), level, parts, None, {}, {}, note, paired))
             continue
         mde = minimum_detectable_effect(design_variance(parts, 1), n_seeds, level, POWER)
         needed = {k: seeds_needed(design_variance(parts, k), target, level, POWER) for k in EPISODE_FACTORS}
         designs = {(s, k): minimum_detectable_effect(design_variance(parts, k), s, level, POWER)
                    for s in seeds for k in EPISODE_FACTORS}
-        out.append(Power(c.key, c.text, n_seeds, len(tested), level, parts, mde, needed, designs, advice(parts)))
+        out.append(Power(c.key, c.text, n_seeds, len(tested), level, parts, mde, needed, designs, advice(parts),
+                         paired))
     return out
 
 
@@ -96,7 +100,7 @@ def power_summary(powers: list[Power], target: float) -> dict[str, dict[str, obj
     def one(p: Power) -> dict[str, object]:
         parts = None if p.parts is None else {k: _finite(v) for k, v in dataclasses.asdict(p.parts).items()}
         return {"n_seeds": p.n_seeds, "family_size": p.family_size, "alpha_level": p.alpha_level, "power": POWER,
-                "variance": parts, "mde": p.mde, "target_mde": target,
+                "episodes_paired": p.paired, "variance": parts, "mde": p.mde, "target_mde": target,
                 "seeds_for_target_mde": {f"episodes_x{k}": v for k, v in p.seeds_for_target.items()},
                 "mde_designs": {f"seeds_{s}_episodes_x{k}": v for (s, k), v in p.designs.items()}, "note": p.note}
     return {p.key: one(p) for p in powers}

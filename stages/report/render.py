@@ -60,7 +60,8 @@ def _method(setup: dict[str, Any]) -> list[str]:
             "rate over its episodes in scope, averaged over seeds. **p-values**: paired t-test on the per-seed "
             "differences (n seeds - 1 degrees of freedom), Holm-corrected within each table (alpha "
             f"{setup['alpha']}). **Intervals** (95%): hierarchical bootstrap, {setup['bootstrap']} resamples "
-            "(seeds, then tasks within a seed, then episodes within a task; percentile), which also counts "
+            "(seeds, then tasks within a seed, then episodes within a task, the same episodes for both sides of a "
+            "comparison where every policy ran the same episodes; percentile), which also counts "
             "task-to-task variation. With few seeds it is coarse and can be narrower than the t interval over "
             "seeds (shown beside it for each comparison): read it as a floor on the uncertainty. Reference "
             f"policies have no seed: their intervals cover tasks and episodes only.{one_seed}"]
@@ -132,6 +133,16 @@ def _power_rows(powers: list[Power], target: float) -> list[str]:
         [f"- {notes[0]}"] if len(notes) == 1 else [])
 
 
+def _sampling_text(study: Study) -> str:
+    """How the episode-sampling part was computed: paired episode by episode, or per policy."""
+    tested = [p for p in study.power_claims + study.power_versus if p.parts is not None]
+    if tested and all(p.paired for p in tested):
+        return ("every policy ran the same episodes, the same layouts and simulator seeds, so a difference is "
+                "paired episode by episode: the variance of the per-episode differences within each cell / its "
+                "episodes; an episode that both sides fail or both solve adds nothing")
+    return "binomial variance of each cell's rate / its episodes, the policies' episodes taken as independent"
+
+
 def _power(study: Study) -> list[str]:
     """The Power section."""
     setup = study.setup
@@ -142,7 +153,7 @@ def _power(study: Study) -> list[str]:
              "p-value of a family of m comparisons must clear"
              + (f": {setup['alpha']}/{level.family_size} = {level.alpha_level:.4g} for the claims" if level else "")
              + "): (t(1 - alpha/2m, n-1) + t(0.8, n-1)) x SD / sqrt(n seeds). The per-seed variance of a difference "
-             "is split into episode sampling (binomial variance of each cell's rate / its episodes) and training "
+             f"is split into episode sampling ({_sampling_text(study)}) and training "
              "(the observed variance over seeds minus the sampling part, floored at 0); a design with k x the "
              "episodes has variance training + episodes / k. MDE now = the study's seeds and episodes "
              f"({setup['n_seeds']} seeds, {setup['episodes_per_policy']} episodes per policy); 'n/a' = not estimable "
