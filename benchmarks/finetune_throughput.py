@@ -107,6 +107,7 @@ def main() -> None:
     print(f"  data wait             {100 * result.data_wait_fraction:8.1f} % of step time")
     print(f"  peak memory           {peak_memory_mb():8.0f} MB (process RSS on a CPU; dataset in memory included)")
     print(f"  FLOPs per step        {step_flops / 1e9:8.2f} GFLOP (forward + backward, torch's counter)")
+    print(f"  FLOPs per sample      {step_flops / batch_size / 1e6:8.1f} MFLOP (what a design change moves)")
     print(f"  achieved              {step_flops * steps_per_second / 1e9:8.2f} GFLOP/s")
     print(f"  matmul peak           {peak / 1e9:8.2f} GFLOP/s (fp32 1024^3, same threads) -> "
           f"{100 * step_flops * steps_per_second / peak:.1f}% of peak")
