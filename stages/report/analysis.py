@@ -140,13 +140,12 @@ def make_cells(episodes: dict[tuple[str, int | None], list[dict[str, Any]]]) -> 
         coverage[policy_name(strategy, seed)] = set(groups)
         for (task, suite), group in sorted(groups.items()):
             keys = [episode_key(e) for e in group]
-            if None in keys or len(set(keys)) < len(keys):  # episodes that cannot be matched: counts only
-                order, keys = list(range(len(group))), []
-            else:
-                order = sorted(range(len(group)), key=lambda i: keys[i])  # type: ignore[arg-type,return-value]
+            matched = None not in keys and len(set(keys)) == len(keys)  # else counts only: nothing to pair by
+            if matched:
+                group = [e for _, e in sorted(zip(keys, group), key=lambda pair: pair[0])]
             cells.append(Cell(strategy, seed, task, suite, tuple(group[0]["categories"]), len(group),
-                              sum(bool(e["success"]) for e in group), tuple(keys[i] for i in order if keys),
-                              tuple(bool(group[i]["success"]) for i in order)))
+                              sum(bool(e["success"]) for e in group), tuple(sorted(keys)) if matched else (),
+                              tuple(bool(e["success"]) for e in group)))
     reference = next(iter(coverage.values()))
     for name, keys in coverage.items():
         if keys != reference:
