@@ -72,6 +72,8 @@ def training_setup(params_path: Path, strategy_name: str) -> tuple[Params, VLA, 
                    latent_meta, getattr(cfg, "align_hidden", 0), params.placeholders_per_step,
                    params.backbone, params.head)
     model = make_vla(spec, 0)
+    if params.vision_encoder == "frozen":
+        model.backbone.freeze_vision_encoder()
     layout, backbone = model.layout, model.backbone
     batches = Batches(episodes, lambda i: backbone.prompt_ids(prompt_text(i, params.chunk, layout.placeholders),
                                                               len(params.cameras), image_size),

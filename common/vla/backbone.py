@@ -71,9 +71,12 @@ class BackboneParams:
 class Backbone(nn.Module):
     """The VLM with its processor; `forward` returns all hidden states (num_layers + 1 tensors)."""
 
-    def __init__(self, family: str, vlm: nn.Module, processor: Any, grown: bool = False):
+    def __init__(self, family: str, vlm: nn.Module, processor: Any, grown: bool = False,
+                 base_from_checkpoint: bool = False):
         super().__init__()
         self.grown = grown  # the embedding was resized for the added tokens (its new rows are not in the checkpoint)
+        # LoRA on pretrained weights: a reload takes the frozen base weights from the checkpoint, not the policy
+        self.base_from_checkpoint = base_from_checkpoint
         self.family = FAMILIES[family]
         self.vlm = vlm
         self.processor = processor
@@ -83,6 +86,14 @@ class Backbone(nn.Module):
         self.num_layers, self.hidden_size = int(text.num_hidden_layers), int(text.hidden_size)
         self._prompt_cache: dict[str, list[int]] = {}
         self._position_cache: dict[Any, torch.Tensor] = {}
+
+    def freeze_vision_encoder(self) -> int:
+        """Keep the vision encoder's weights (LoRA adapters in it included) as they are; its projection into the LLM
+        still trains. Returns the number of parameters frozen."""
+        frozen = [p for module in self.family.vision_encoder(self.vlm) for p in module.parameters()]
+        for parameter in frozen:
+            parameter.requires_grad_(False)
+        return sum(p.numel() for p in frozen)
 
     def token_id(self, token: str) -> int:
         """The id of one added token; an unknown token is an error, never the unknown-token id."""
@@ -167,7 +178,8 @@ def _assemble(params: BackboneParams, family: Any, vlm: nn.Module, tokenizer: An
         vlm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     if params.lora.rank > 0:
         apply_lora(vlm, params.lora)
-    return Backbone(params.family, vlm, family.processor(image_processor, tokenizer, config), grown)
+    return Backbone(params.family, vlm, family.processor(image_processor, tokenizer, config), grown,
+                    base_from_checkpoint=params.preset == "pretrained" and params.lora.rank > 0)
 
 
 def load_pretrained_vlm(source: str, family: Any) -> nn.Module:
@@ -232,7 +244,7 @@ def load_backbone(directory: Path, params: BackboneParams) -> Backbone:
     config = AutoConfig.from_pretrained(directory / CONFIG_DIR)
     tokenizer = AutoTokenizer.from_pretrained(directory / TOKENIZER_DIR)
     image_processor = family.load_image_processor(directory / PROCESSOR_DIR)
-    if params.preset == "tiny" or params.lora.rank == 0:  # every backbone weight is in the saved policy
+    if params.preset == "tiny" or params.lora.rank == 0:  # every backbone weight is in the saved policy (build.py)
         vlm = AutoModelForImageTextToText.from_config(config)
         family.adapt(vlm)
     else:  # the frozen weights come from the checkpoint, the adapters from the saved policy

@@ -87,14 +87,16 @@ def _assemble(spec: VlaSpec, backbone: Any) -> VLA:
 
 
 def weights_to_save(model: VLA) -> dict[str, torch.Tensor]:
-    """Trained tensors only: everything when the backbone trains fully, else all but the frozen backbone.
+    """Every tensor, except under LoRA on pretrained weights: then every adapter (frozen ones too), the head and
+    whatever else trained, not the frozen base weights (a reload takes them from the checkpoint).
 
     A grown embedding (SmolVLM's new rows) is kept too: its new rows are initialised at random.
     """
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    grown = model.backbone.grown
+    grown, base_elsewhere = model.backbone.grown, model.backbone.base_from_checkpoint
     return {n: t.detach().cpu().contiguous() for n, t in model.state_dict().items()
-            if n in trainable or not n.startswith("backbone.") or (grown and ("embed_tokens" in n or "lm_head" in n))}
+            if not base_elsewhere or n in trainable or "lora_" in n or not n.startswith("backbone.")
+            or (grown and ("embed_tokens" in n or "lm_head" in n))}
 
 
 def save_vla(model: VLA, spec: VlaSpec, directory: Path, meta: dict[str, Any]) -> None:

@@ -84,6 +84,10 @@ class Family(Protocol):
         """Change a built model in place where this project computes differently, as its config records."""
         ...
 
+    def vision_encoder(self, vlm: Any) -> list[torch.nn.Module]:
+        """The modules that turn pixels into vision features, up to (not including) the projection into the LLM."""
+        ...
+
     def load_image_processor(self, directory: Path) -> Any:
         """The image processor a finetune output saved (exactly as trained: size included)."""
         ...
@@ -180,6 +184,10 @@ class Qwen3VL:
         from common.vla.vision import adapt_qwen3_vl_vision
 
         adapt_qwen3_vl_vision(vlm, tuple(getattr(vlm.config.vision_config, STEM_KEY, ())))
+
+    def vision_encoder(self, vlm: Any) -> list[torch.nn.Module]:
+        visual = vlm.model.visual  # its merger and deepstack mergers project into the LLM
+        return [visual.patch_embed, visual.pos_embed, visual.blocks]
 
     def load_image_processor(self, directory: Path) -> Any:
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
@@ -281,6 +289,9 @@ class SmolVLM:
 
     def adapt(self, vlm: Any) -> None:
         pass  # SigLIP's attention is batched already
+
+    def vision_encoder(self, vlm: Any) -> list[torch.nn.Module]:
+        return [vlm.model.vision_model]  # SigLIP; the pixel-shuffle connector projects into the LLM
 
     def load_image_processor(self, directory: Path) -> Any:
         from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil

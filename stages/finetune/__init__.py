@@ -62,6 +62,8 @@ class Params:
     threads: int  # torch CPU threads (0: torch's default); 1 avoids oversubscribing a shared 2-core machine
     placeholders_per_step: int  # baseline and la_align prompt this many x chunk placeholders (the study: 5)
     backbone: BackboneParams
+    # frozen: the vision encoder keeps the pretrained start's weights (its projection into the LLM trains)
+    vision_encoder: Literal["trained", "frozen"]
     head: HeadParams
     augment: AugmentParams
     train: TrainParams  # train.seed is replaced by the matrix item's seed
@@ -84,4 +86,7 @@ class Params:
         if not self.cameras or len(set(self.cameras)) != len(self.cameras):
             out.append(Problem("cameras", list(self.cameras), "must name at least one camera, each once",
                                "e.g. [corner, gripperPOV]"))
+        if self.vision_encoder == "frozen" and self.backbone.preset == "tiny":
+            out.append(Problem("vision_encoder", self.vision_encoder, "would keep the tiny preset's random weights",
+                               "use trained, or start from pretrained weights (backbone.preset: pretrained)"))
         return out

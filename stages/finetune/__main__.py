@@ -106,6 +106,8 @@ def main(params: Params, tracking: TrackingParams, root: Path, item: Item, cfg: 
     if start is not None:
         log.info("%s: backbone and action head from %s; freshly initialised: %s", item.name, start,
                  fresh_parameters(model) or "nothing")
+    if params.vision_encoder == "frozen":
+        log.info("%s: vision encoder frozen (%d parameters)", item.name, model.backbone.freeze_vision_encoder())
     start_hash = start_sha256(params.backbone)  # "" for the tiny preset
     layout, backbone = model.layout, model.backbone
     prompt = lambda instruction: backbone.prompt_ids(  # noqa: E731

@@ -174,6 +174,33 @@ def test_lora_freezes_the_backbone_and_trains_adapters() -> None:
     assert all(p.grad is None for n, p in model.named_parameters() if not p.requires_grad)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_frozen_vision_encoder_gets_no_gradient_its_projection_does_and_the_policy_round_trips(
+        family: str, tmp_path: Path) -> None:
+    model = make_vla(spec("baseline", family), seed=0)
+    count = model.backbone.freeze_vision_encoder()
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    encoder = {"qwen3_vl": ".model.visual.", "smolvlm": ".model.vision_model."}[family]
+    projection = {"qwen3_vl": ".model.visual.merger.", "smolvlm": ".model.connector."}[family]
+    assert frozen and all(encoder in n and projection not in n for n in frozen)
+    assert count == sum(p.numel() for n, p in model.named_parameters() if n in frozen)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    batch = fixed_batch(model)
+    loss, _ = objective(cfg("baseline"))(model, batch)
+    loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert all(grads[n] is None for n in frozen)
+    assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items() if projection in n)
+    optimizer.step()
+    model.eval()
+    out = tmp_path / "policy"
+    out.mkdir()
+    save_vla(model, spec("baseline", family), out, {"policy": "vla"})
+    loaded, _ = load_vla(out)  # rebuilt unfrozen: every weight, the frozen ones included, comes from the policy
+    with torch.no_grad():
+        assert torch.equal(model(batch)[ACTIONS], loaded(batch)[ACTIONS])
+
+
 def test_latent_vocabularies_join_the_tokenizer() -> None:
     direct, tok, base = (make_vla(spec(s), seed=0) for s in ("la_direct", "la_tok", "baseline"))
     assert len(direct.backbone.tokenizer) == len(base.backbone.tokenizer) + LAM_META["codebook_size"]

@@ -33,6 +33,7 @@ TINY: dict[str, Any] = {
                           "vision_hidden": 32, "vision_layers": 1, "vision_heads": 2, "patch_size": 4,
                           "vocab_size": 300, "temporal_patch_size": 1, "stem": [8, 16]},
                  "lora": {"rank": 0, "alpha": 16.0, "dropout": 0.0, "targets": "all-linear"}},
+    "vision_encoder": "trained",
     "head": {"depth": 0, "dim": 32, "heads": 2, "query_noise": 0.02},
     "augment": {"crop_scale": 0.9, "brightness": 0.1, "contrast": 0.1, "saturation": 0.1},
     "train": {"steps": 4, "batch_size": 4, "lr": 0.001, "weight_decay": 0.0, "warmup_steps": 1, "schedule": "constant",
@@ -219,6 +220,11 @@ def test_grad_accum_must_divide_the_batch() -> None:
     with pytest.raises(ParamsError, match="grad_accum.*divide train.batch_size"):
         tiny(grad_accum=3)
     assert tiny(grad_accum=2).grad_accum == 2
+
+
+def test_a_frozen_vision_encoder_needs_pretrained_weights() -> None:
+    with pytest.raises(ParamsError, match="vision_encoder.*tiny preset's random weights.*preset: pretrained"):
+        tiny(vision_encoder="frozen")
 
 
 def test_an_image_size_the_backbone_cannot_take_is_a_clear_error(dataset: Path, tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from common.demos import DemoReader, validate_file
 from common.policy import load_policy
 from common.tasks import MT50
 from common.tracking import TrackingParams
-from common.vla.build import VlaSpec, make_vla
+from common.vla.build import WEIGHTS, VlaSpec, make_vla
 from common.vla.pretrained import BACKBONE_WEIGHTS, HEAD_WEIGHTS, PRETRAIN_META, fresh_parameters
 from common.vla.strategies import PLACEHOLDER, STRATEGIES
 from stages import collect_pretrain, pretrain
@@ -197,6 +197,31 @@ def test_finetune_from_the_start_records_it(pretrained: Path, tmp_path: Path) ->
     assert len(meta["pretrained"]["sha256"].split(",")) == 2
     assert meta["pretrained"]["fresh"] and all(n.startswith("align.") for n in meta["pretrained"]["fresh"])
     shutil.rmtree(start)  # the trained policy holds every weight: evaluation never reads the start
+    assert load_policy(tmp_path / outputs(item)[0]).chunk == TINY["chunk"]
+
+
+def test_a_frozen_vision_encoder_keeps_the_start_while_its_projection_trains_and_the_policy_holds_both(
+        pretrained: Path, tmp_path: Path) -> None:
+    from stages.finetune.__main__ import main as finetune_main
+
+    write_moving_square_dataset(tmp_path / STUDY_DEMOS, episodes=4, length=10, size=16, val_episodes=2)
+    start = tmp_path / "start"
+    shutil.copytree(pretrained / pretrain.MODEL, start)
+    backbone = {**TINY["backbone"], "preset": "pretrained", "pretrained": str(start)}
+    item = Item("baseline", 0)
+    finetune_main(tiny(backbone=backbone, vision_encoder="frozen"), OFF, tmp_path, item, cfg("baseline"))
+    before = load_file(str(start / BACKBONE_WEIGHTS))
+    after = {n.removeprefix("backbone.vlm."): t for n, t in
+             load_file(str(tmp_path / outputs(item)[0] / WEIGHTS)).items() if n.startswith("backbone.vlm.")}
+    encoder = [n for n in before if n.startswith(("model.visual.patch_embed.", "model.visual.pos_embed.",
+                                                   "model.visual.blocks."))]
+    projection = [n for n in before if n.startswith(("model.visual.merger.", "model.visual.deepstack_merger"))]
+    language = [n for n in before if n.startswith("model.language_model.layers.")]
+    assert encoder and projection and language and set(before) <= set(after)  # the policy saves every weight
+    assert all(torch.equal(after[n], before[n]) for n in encoder)
+    assert not any(torch.equal(after[n], before[n]) for n in projection if n.endswith("weight"))
+    assert not any(torch.equal(after[n], before[n]) for n in language if n.endswith("proj.weight"))
+    shutil.rmtree(start)  # evaluation needs only the policy's folder
     assert load_policy(tmp_path / outputs(item)[0]).chunk == TINY["chunk"]
 
 
