@@ -55,7 +55,9 @@ _MISSING = _Missing()
 def read_yaml(path: Path) -> dict[str, Any]:
     """Read a params file into a dict, with a clear error for a missing or malformed file."""
     if not path.is_file():
-        raise ParamsError(str(path), [Problem("<file>", str(path), "no such file", "pass --params FILE")])
+        raise ParamsError(str(path), [Problem("<file>", str(path), f"no such file (working directory {Path.cwd()})",
+                                              "give the path of an existing params file, or run from the repository "
+                                              "root, where params.yaml is")])
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
