@@ -10,6 +10,9 @@ import hashlib
 import json
 import logging
 import os
+import signal
+import socket
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -28,6 +31,8 @@ DVC_STAGE_ENV = "DVC_STAGE"  # DVC sets it for every stage command: the stage's 
 # Tags of the lineage record (see `lineage_tags`): one per dependency/output path, holding DVC's md5.
 LOCK_DEP_TAG, LOCK_OUT_TAG, LOCK_PARAMS_TAG = "dvc.lock.dep.", "dvc.lock.out.", "dvc.lock.params"
 _MAX_PARAM_LEN = 6000  # MLflow's limit on a parameter value
+# Which process owns a RUNNING run: a later run of the same stage ends it as KILLED once that process is gone.
+HOST_TAG, PID_TAG = "process.host", "process.pid"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +100,7 @@ class StageRun:
         self.root = Path(root)
         self.run_id: str | None = None
         self._client: Any = None
+        self._sigterm: tuple[Any, ...] = ()  # (the SIGTERM handler to restore,) while this run's is installed
 
     def __enter__(self) -> "StageRun":
         if not self.tracking.enabled:
@@ -115,11 +121,22 @@ class StageRun:
         if os.environ.get(PARENT_RUN_ENV):
             tags["mlflow.parentRunId"] = os.environ[PARENT_RUN_ENV]
         self._client = mlflow.MlflowClient()
+        end_abandoned_runs(self._client, experiment.experiment_id, self.address)
+        tags.update({HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())})
         run = self._client.create_run(experiment.experiment_id, run_name=self.address, tags=tags)
         self.run_id = run.info.run_id
         self._log_params(flatten(self.params))
         log.info("MLflow run %s (%s) at %s", self.run_id, self.address, resolve_tracking_uri(self.tracking, self.root))
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+            self._sigterm = (signal.signal(signal.SIGTERM, self._on_sigterm) or signal.SIG_DFL,)
         return self
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        """End the run as KILLED, then die of the signal as the process would have."""
+        self._client.set_terminated(self.run_id, status="KILLED")
+        self._client = None
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
 
     def _log_params(self, params: dict[str, str]) -> None:
         from mlflow.entities import Param
@@ -149,8 +166,40 @@ class StageRun:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._sigterm:
+            signal.signal(signal.SIGTERM, self._sigterm[0])
+            self._sigterm = ()
         if self._client is not None:
-            self._client.set_terminated(self.run_id, status="FINISHED" if exc_type is None else "FAILED")
+            status = ("FINISHED" if exc_type is None else
+                      "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")  # Ctrl-C: SIGINT
+            self._client.set_terminated(self.run_id, status=status)
+
+
+def end_abandoned_runs(client: Any, experiment_id: str, address: str) -> list[str]:
+    """End as KILLED the RUNNING runs of this stage whose process on this host is gone (a SIGKILL, a lost
+    machine's power); return their ids. Runs of live processes and of other hosts are left alone."""
+    query = f"tags.`dvc.stage` = '{address}' and attributes.status = 'RUNNING'"
+    ended = []
+    for run in client.search_runs([experiment_id], query, max_results=1000):
+        host, pid = run.data.tags.get(HOST_TAG), run.data.tags.get(PID_TAG)
+        if host == socket.gethostname() and pid and pid.isdigit() and not _alive(int(pid)):
+            client.set_terminated(run.info.run_id, status="KILLED")
+            ended.append(run.info.run_id)
+            log.warning("MLflow run %s (%s) was left RUNNING by process %s, which is gone: marked KILLED",
+                        run.info.run_id, address, pid)
+    return ended
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 # --- Lineage: one parent run per study execution, one child run per stage, tagged with its dvc.lock entry ---

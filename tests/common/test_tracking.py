@@ -1,11 +1,18 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from common.tracking import PARENT_RUN_ENV, StageRun, TrackingParams, flatten, resolve_tracking_uri
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_default_uri_is_an_absolute_sqlite_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -67,3 +74,59 @@ def test_a_run_does_not_leak_its_store_into_the_environment(tmp_path: Path, monk
         pass
     assert "MLFLOW_TRACKING_URI" not in os.environ
     assert resolve_tracking_uri(TrackingParams(True, "", "t"), tmp_path / "other").endswith("other/mlflow.db")
+
+
+CHILD = """
+import sys, time
+from pathlib import Path
+from common.tracking import StageRun, TrackingParams
+with StageRun("collect", {}, TrackingParams(True, "", "unit"), root=Path(sys.argv[1])) as run:
+    Path(sys.argv[2]).write_text(run.run_id)
+    time.sleep(120)
+"""
+
+
+def _child_run(tmp_path: Path) -> tuple[Any, str]:
+    """A process inside a StageRun of `collect`, and its run id once the run exists."""
+    flag = tmp_path / "run_id"
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path), str(flag)], cwd=REPO,
+                             env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"})
+    deadline = time.monotonic() + 60
+    while not flag.exists() or not flag.read_text():
+        assert child.poll() is None and time.monotonic() < deadline, "the child never opened its run"
+        time.sleep(0.1)
+    return child, flag.read_text()
+
+
+def _status(tmp_path: Path, run_id: str) -> str:
+    import mlflow
+
+    return mlflow.MlflowClient(f"sqlite:///{tmp_path.resolve()}/mlflow.db").get_run(run_id).info.status
+
+
+def test_a_killed_stage_run_is_marked_killed_by_the_next_run_of_the_stage(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    child, run_id = _child_run(tmp_path)
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    assert _status(tmp_path, run_id) == "RUNNING"  # nothing could end it
+    with StageRun("lam", {}, TrackingParams(True, "", "unit"), root=tmp_path):
+        pass
+    assert _status(tmp_path, run_id) == "RUNNING"  # another stage's run leaves it alone
+    with StageRun("collect", {}, TrackingParams(True, "", "unit"), root=tmp_path) as again:
+        assert _status(tmp_path, run_id) == "KILLED"
+    assert _status(tmp_path, again.run_id) == "FINISHED"
+
+
+def test_sigterm_and_ctrl_c_end_the_run_as_killed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    child, run_id = _child_run(tmp_path)
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=30) == -signal.SIGTERM  # it still dies of the signal
+    assert _status(tmp_path, run_id) == "KILLED"
+    with pytest.raises(KeyboardInterrupt):
+        with StageRun("collect", {}, TrackingParams(True, "", "unit"), root=tmp_path) as run:
+            raise KeyboardInterrupt
+    assert _status(tmp_path, run.run_id) == "KILLED"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is the stage's only inside the run
