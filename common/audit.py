@@ -71,6 +71,13 @@ def default_targets(stages: list[StageInfo]) -> list[str]:
     return [s.name for s in stages if s.name not in consumed]
 
 
+def cached_outputs(root: Path, targets: list[str]) -> tuple[int, int]:
+    """(DVC-cached outputs of the targets' chains, how many of them exist on disk): a fresh clone has none."""
+    stages = read_stages(root)
+    paths = [o.path for s in with_upstream(stages, targets or default_targets(stages)) for o in s.outs if o.cached]
+    return len(paths), sum((root / path).exists() for path in paths)
+
+
 def find_reported_number(root: Path, stages: list[StageInfo], spec: str) -> ReportedNumber:
     """Resolve `FILE:dotted.key` (e.g. `metrics/evaluate/la_tok-0.json:success.rate`) to its value and stage."""
     file, _, key = spec.partition(":")
@@ -114,9 +121,14 @@ def _audit_stage(root: Path, stage: StageInfo, producers: dict[str, StageInfo], 
     outputs = tuple(PathCheck(o.path, o.md5, _md5_on_disk(root, o.path, ignored), None) for o in stage.outs)
     for out in outputs:
         if stage.locked and out.on_disk != out.locked:
-            state = "is missing" if out.on_disk is None else f"has md5 {out.on_disk} on disk"
-            findings.append(Finding(stage.name, f"output {out.path} {state}, dvc.lock records {out.locked}: the "
-                                                f"file was modified after the stage ran; {rerun} (or `dvc checkout`)"))
+            if out.on_disk is None:
+                findings.append(Finding(stage.name, f"output {out.path} is not on disk (dvc.lock records "
+                                                    f"{out.locked}): {rerun}, or `dvc checkout` it from a DVC cache "
+                                                    "that holds it"))
+            else:
+                findings.append(Finding(stage.name, f"output {out.path} has md5 {out.on_disk} on disk, dvc.lock "
+                                                    f"records {out.locked}: the file was modified after the stage "
+                                                    f"ran; {rerun} (or `dvc checkout`)"))
     inputs = []
     for dep in stage.deps:
         producer = producers.get(dep.path)

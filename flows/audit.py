@@ -13,7 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from common.audit import ReportedNumber, StageAudit, audit, find_reported_number
+from common.audit import ReportedNumber, StageAudit, audit, cached_outputs, find_reported_number
 from common.config import ParamsError
 from common.dvc_graph import GraphError, read_stages
 from common.tracking import flatten
@@ -60,7 +60,14 @@ def main() -> None:
     try:
         numbers: list[ReportedNumber] = [find_reported_number(args.root, read_stages(args.root), spec)
                                          for spec in args.metric]
-        results = audit(args.root, list(args.stage) + [n.stage for n in numbers], check_mlflow=not args.no_mlflow)
+        targets = list(args.stage) + [n.stage for n in numbers]
+        cached, on_disk = cached_outputs(args.root, targets)
+        if cached and not on_disk:
+            print(f"audit: the audited stages' {cached} DVC-cached outputs are not on disk: a clone holds dvc.lock, "
+                  "metrics and the report, not the DVC cache. Next step: `make study` rebuilds them (dvc.lock's "
+                  "hashes are reproduced on this machine kind), then `make audit`", file=sys.stderr)
+            sys.exit(1)
+        results = audit(args.root, targets, check_mlflow=not args.no_mlflow)
     except (GraphError, ParamsError) as exc:
         print(f"audit: {exc}", file=sys.stderr)
         sys.exit(2)

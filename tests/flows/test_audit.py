@@ -93,3 +93,23 @@ def test_rerun_upstream_breaks_the_chain_and_the_mlflow_record(built: Path, tmp_
     assert any(f.startswith("sleep@b: no MLflow run recorded dvc.lock's outputs") for f in findings), findings
     assert len(findings) == 2, findings
     assert json.loads((root / "out/b.json").read_text())["end"] > 0
+
+
+def test_a_clone_without_the_dvc_cache_gets_one_line_saying_how_to_build_the_outputs(
+        built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    root = Path(shutil.copytree(built, tmp_path / "repo"))
+    cached = [o.path for s in read_stages(root) for o in s.outs if o.cached]
+    assert cached
+    for path in cached:  # what a fresh clone lacks
+        shutil.rmtree(root / path) if (root / path).is_dir() else (root / path).unlink()
+    assert run_audit(root, monkeypatch, "--stage", "join") == 1
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "not on disk" in lines[0] and "make study" in lines[0], captured.err
+    assert "modified" not in captured.err and captured.out == ""
+    (root / cached[0]).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(built / cached[0], root / cached[0]) if (built / cached[0]).is_file() else shutil.copytree(
+        built / cached[0], root / cached[0])  # one output back: the per-output findings, each naming its fix
+    assert run_audit(root, monkeypatch, "--stage", "join") == 1
+    errors = capsys.readouterr().err
+    assert "is not on disk" in errors and "dvc repro" in errors and "modified after" not in errors
