@@ -71,9 +71,8 @@ def default_targets(stages: list[StageInfo]) -> list[str]:
     return [s.name for s in stages if s.name not in consumed]
 
 
-def cached_outputs(root: Path, targets: list[str]) -> tuple[int, int]:
+def cached_outputs(root: Path, stages: list[StageInfo], targets: list[str]) -> tuple[int, int]:
     """(DVC-cached outputs of the targets' chains, how many of them exist on disk): a fresh clone has none."""
-    stages = read_stages(root)
     paths = [o.path for s in with_upstream(stages, targets or default_targets(stages)) for o in s.outs if o.cached]
     return len(paths), sum((root / path).exists() for path in paths)
 

@@ -58,10 +58,10 @@ def main() -> None:
     parser.add_argument("--no-mlflow", action="store_true", help="skip the MLflow check")
     args = parser.parse_args()
     try:
-        numbers: list[ReportedNumber] = [find_reported_number(args.root, read_stages(args.root), spec)
-                                         for spec in args.metric]
+        stages = read_stages(args.root)
+        numbers: list[ReportedNumber] = [find_reported_number(args.root, stages, spec) for spec in args.metric]
         targets = list(args.stage) + [n.stage for n in numbers]
-        cached, on_disk = cached_outputs(args.root, targets)
+        cached, on_disk = cached_outputs(args.root, stages, targets)
         if cached and not on_disk:
             print(f"audit: the audited stages' {cached} DVC-cached outputs are not on disk: a clone holds dvc.lock, "
                   "metrics and the report, not the DVC cache. Next step: `make study` rebuilds them (dvc.lock's "

@@ -142,9 +142,9 @@ def make_cells(episodes: dict[tuple[str, int | None], list[dict[str, Any]]]) -> 
             keys = [episode_key(e) for e in group]
             matched = None not in keys and len(set(keys)) == len(keys)  # else counts only: nothing to pair by
             if matched:
-                group = [e for _, e in sorted(zip(keys, group), key=lambda pair: pair[0])]
+                keys, group = map(list, zip(*sorted(zip(keys, group), key=lambda pair: pair[0])))
             cells.append(Cell(strategy, seed, task, suite, tuple(group[0]["categories"]), len(group),
-                              sum(bool(e["success"]) for e in group), tuple(sorted(keys)) if matched else (),
+                              sum(bool(e["success"]) for e in group), tuple(keys) if matched else (),
                               tuple(bool(e["success"]) for e in group)))
     reference = next(iter(coverage.values()))
     for name, keys in coverage.items():
