@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from common.config import ParamsError, Problem, from_dict, load_section, read_yaml
+from common.config import ParamsError, Problem, from_dict, read_yaml, section_of
 from common.demos.schema import DatasetError
 from common.logs import setup_logging
 from common.tracking import TrackingParams
@@ -29,11 +29,11 @@ class StageError(RuntimeError):
 
 def load_stage_params(path: Path, stage: str, cls: type[P]) -> tuple[P, TrackingParams]:
     """Load the stage's section and the shared `tracking` section, reporting both sections' problems at once."""
-    read_yaml(path)  # a missing or malformed file is one problem, not one per section
+    data = read_yaml(path)  # read once: a missing or malformed file is one problem, not one per section
     results, problems = [], []
     for section, section_cls in ((stage, cls), ("tracking", TrackingParams)):
         try:
-            results.append(load_section(path, section, section_cls))
+            results.append(section_of(data, path, section, section_cls))
         except ParamsError as exc:
             problems.extend(exc.problems)
     if problems:

@@ -71,7 +71,11 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 def load_section(path: Path, section: str, cls: type[T]) -> T:
     """Load `section` of the params file at `path` into the frozen dataclass `cls`."""
-    data = read_yaml(path)
+    return section_of(read_yaml(path), path, section, cls)
+
+
+def section_of(data: dict[str, Any], path: Path, section: str, cls: type[T]) -> T:
+    """`section` of the params file `path`, already read into `data`, as the frozen dataclass `cls`."""
     if section not in data:
         hint = _closest(section, data)
         raise ParamsError(
