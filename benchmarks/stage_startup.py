@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--stages", nargs="+", default=["finetune@baseline-0", "evaluate@baseline-0", "report"])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="stage-startup-") as folder:
-        root = project_repo(Path(folder) / "repo", yaml.safe_load((PROJECT / "configs/smoke.yaml").read_text()))
+        root = project_repo(Path(folder) / "repo", PROJECT / "configs/smoke.yaml")
         start = time.perf_counter()
         run_study(FlowOptions(root=root, targets=(), max_parallel=2, retries=0, retry_delay_s=0, runner="thread",
                               address=None, prefork=True))

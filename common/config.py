@@ -7,12 +7,13 @@ dataclasses declare types, never fallback values, so nothing deep in the code ca
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
 import typing
 from pathlib import Path
-from typing import Any, Iterator, Literal, TypeVar, get_args, get_origin
+from typing import Any, Callable, Iterator, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
@@ -50,6 +51,7 @@ class _Missing:
 
 
 _MISSING = _Missing()
+_SHARED, _DERIVE = "params_key", "derive"  # field metadata: see `shared`
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -74,15 +76,76 @@ def load_section(path: Path, section: str, cls: type[T]) -> T:
     return section_of(read_yaml(path), path, section, cls)
 
 
+def shared(key: str, derive: Callable[[Any], Any] | None = None) -> Any:
+    """A field whose value is stated once elsewhere in the params file, at the dotted `key` (e.g. `study.chunk`), and
+    read into every section that declares it: `chunk: int = shared("study.chunk")`. `derive` computes the field
+    from that value (it raises ParamsError for a value it cannot read)."""
+    return dataclasses.field(metadata={_SHARED: key, _DERIVE: derive})
+
+
+def shared_keys(cls: type) -> dict[str, str]:
+    """field name -> the dotted key it is read from, for the `shared` fields of the dataclass `cls`."""
+    return {f.name: f.metadata[_SHARED] for f in dataclasses.fields(cls) if _SHARED in f.metadata}
+
+
+def lookup(data: dict[str, Any], key: str) -> Any:
+    """The value at a dotted key of a params mapping, or `_MISSING`."""
+    value: Any = data
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
 def section_of(data: dict[str, Any], path: Path, section: str, cls: type[T]) -> T:
-    """`section` of the params file `path`, already read into `data`, as the frozen dataclass `cls`."""
+    """`section` of the params file `path`, already read into `data`, as the frozen dataclass `cls` (its `shared`
+    fields filled from where the file states them)."""
     if section not in data:
         hint = _closest(section, data)
         raise ParamsError(
             str(path),
             [Problem(section, _MISSING, "section is missing", f"add a `{section}:` section{hint}")],
         )
-    return from_dict(cls, data[section], prefix=section, source=str(path))
+    raw, problems = data[section], []
+    if isinstance(raw, dict) and shared_keys(cls):
+        raw = dict(raw)
+        for name, key in shared_keys(cls).items():
+            if name in raw:
+                problems.append(Problem(f"{section}.{name}", raw.pop(name), f"is stated once for the study, as "
+                                        f"`{key}`", f"remove it here; change `{key}` instead"))
+            raw[name] = lookup(data, key)
+            derive = next(f.metadata[_DERIVE] for f in dataclasses.fields(cls) if f.name == name)
+            if raw[name] is _MISSING:
+                problems.append(Problem(key, _MISSING, f"is missing (`{section}.{name}` is read from it)",
+                                        f"add `{key}` to {path}"))
+            elif derive is not None:
+                try:
+                    raw[name] = derive(raw[name])
+                except ParamsError as exc:
+                    problems.extend(exc.problems)
+    if problems:
+        raise ParamsError(str(path), problems)
+    return from_dict(cls, raw, prefix=section, source=str(path))
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any], source: str) -> dict[str, Any]:
+    """A copy of the params mapping `data` with each dotted key of `overrides` replaced (a list or mapping value
+    replaces the whole value: nothing is merged). A key that `data` lacks is an error: a typo must not pass."""
+    out = copy.deepcopy(data)
+    problems = []
+    for key, value in overrides.items():
+        *parents, last = str(key).split(".")
+        node = lookup(out, ".".join(parents)) if parents else out
+        if not isinstance(node, dict) or last not in node:
+            known = node if isinstance(node, dict) else out
+            problems.append(Problem(str(key), value, "is not a key of the params it overrides",
+                                    f"use an existing dotted key{_closest(last, known)}"))
+            continue
+        node[last] = copy.deepcopy(value)
+    if problems:
+        raise ParamsError(source, problems)
+    return out
 
 
 def from_dict(cls: type[T], raw: Any, prefix: str, source: str = "<params>") -> T:

@@ -26,8 +26,9 @@ from typing import Any, Literal
 
 import flows  # noqa: F401  (Prefect's offline settings, before Prefect is imported)
 from common import prefork
-from common.config import load_section
+from common.config import ParamsError, load_section
 from common.dvc_graph import StageInfo, read_stages, with_upstream
+from common.study import load_study
 from common.tracking import PARENT_RUN_ENV, TrackingParams, close_run, open_study_run, record_stage_lineage
 
 RunnerKind = Literal["thread", "dask", "ray"]
@@ -315,11 +316,23 @@ def _execute(root: str, stages: list[StageInfo], targets: tuple[str, ...], retri
     return {name: state.name for name, state in states.items()}
 
 
+def check_study(root: Path) -> None:
+    """Every strategy name of the params file (study.items, strategy_cfg) is registered, before any stage runs: a
+    typo would otherwise fail only its own items, after the LAM and the tokenizer have trained."""
+    from common.vla.strategies import STRATEGIES
+
+    try:
+        load_study(root / "params.yaml", STRATEGIES)
+    except ParamsError as exc:
+        raise FlowError(str(exc)) from None
+
+
 def run_study(options: FlowOptions) -> dict[str, str]:
     """Execute the graph with the chosen task runner; raises FlowError if any stage fails."""
     from prefect import flow
 
     global _SLOTS
+    check_study(options.root)
     if options.targets:  # an unknown stage fails now, not after the Prefect server has started
         with_upstream(read_stages(options.root), list(options.targets))
     runner = make_task_runner(options.runner, options.max_parallel, options.address)

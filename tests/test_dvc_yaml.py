@@ -7,6 +7,8 @@ from pathlib import Path
 
 import yaml
 
+from common.config import shared_keys
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -28,6 +30,8 @@ def test_each_stage_matches_its_package() -> None:
         assert package.STAGE == name
         assert stage["cmd"] == f"python -m stages.{name}"
         assert stage["params"][0] == name and name in params
+        shared = set(shared_keys(package.Params).values()) - {"study"}  # the report's strategies: study.items
+        assert shared <= set(stage["params"]), f"{name}: dvc.yaml params lack {shared - set(stage['params'])}"
         code_deps = [d for d in stage["deps"] if d.startswith(("common", "stages"))]
         assert sorted(code_deps) == sorted(package.CODE), f"{name}: dvc.yaml deps differ from {name}.CODE"
         declared = [next(iter(m)) if isinstance(m, dict) else m for m in stage.get("metrics", [])]
@@ -39,44 +43,32 @@ def test_each_stage_matches_its_package() -> None:
 
 
 def test_each_matrix_stage_matches_its_package() -> None:
-    """A `foreach` stage: one item per `<strategy>-<seed>`, each depending on exactly the data it reads."""
+    """finetune and evaluate: one item per study.items entry, each depending on exactly the code and data it reads."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    for name, stage in ((n, s) for n, s in stages.items() if n == "finetune"):
-        package = importlib.import_module(f"stages.{name}")
-        do = stage["do"]
-        assert do["cmd"] == f"python -m stages.{name} --strategy ${{item.strategy}} --seed ${{item.seed}}"
-        assert do["params"] == [name, "strategy_cfg.${item.strategy}"]
-        assert sorted(d for d in do["deps"] if d.startswith(("common", "stages"))) == sorted(package.CODE)
-        data_deps = [d for d in do["deps"] if not d.startswith(("common", "stages"))]
-        assert data_deps == [*(p.as_posix() for p in package.INPUTS), "${item.targets}", package.START.as_posix()]
-        for key, item in stage["foreach"].items():
-            assert key == f"{item['strategy']}-{item['seed']}"
-            reads = {p.as_posix() for p in package.STRATEGY_INPUTS[item["strategy"]]}
-            assert {item["targets"]} == (reads or {p.as_posix() for p in package.INPUTS}), key
-        model, metrics, plots = (p.as_posix().replace(package.Item("baseline", 0).name, "${key}")
-                                 for p in package.outputs(package.Item("baseline", 0)))
-        assert [next(iter(o)) if isinstance(o, dict) else o for o in do["outs"]] == [model]
-        assert [next(iter(m)) for m in do["metrics"]] == [metrics]
-        assert [next(iter(p)) for p in do["plots"]] == [plots]
+    package = importlib.import_module("stages.finetune")
+    do = stages["finetune"]["do"]
+    assert stages["finetune"]["foreach"] == stages["evaluate"]["foreach"] == "${study.items}"
+    assert do["cmd"] == "python -m stages.finetune --strategy ${item.strategy} --seed ${item.seed}"
+    assert do["params"] == ["finetune", "study.chunk", "strategy_cfg.${item.strategy}"]
+    assert sorted(d for d in do["deps"] if d.startswith(("common", "stages"))) == sorted(package.CODE)
+    data_deps = [d for d in do["deps"] if not d.startswith(("common", "stages"))]
+    assert data_deps == [*(p.as_posix() for p in package.INPUTS), "${item.reads}", package.START.as_posix()]
+    model, metrics, plots = (p.as_posix().replace(package.Item("baseline", 0).name, "${key}")
+                             for p in package.outputs(package.Item("baseline", 0)))
+    assert [next(iter(o)) if isinstance(o, dict) else o for o in do["outs"]] == [model]
+    assert [next(iter(m)) for m in do["metrics"]] == [metrics]
+    assert [next(iter(p)) for p in do["plots"]] == [plots]
 
-
-def test_evaluate_and_report_cover_every_finetune_item() -> None:
-    """One evaluation per trained policy, reading only that policy; the report reads exactly those items."""
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    package = importlib.import_module("stages.evaluate")
-    evaluate, finetune = stages["evaluate"], stages["finetune"]
-    assert list(evaluate["foreach"]) == list(finetune["foreach"])
-    do = evaluate["do"]
+    evaluate = importlib.import_module("stages.evaluate")
+    do = stages["evaluate"]["do"]
     assert do["cmd"] == "python -m stages.evaluate --policy models/finetune/${key} --name ${key}"
     assert do["params"] == ["evaluate"]
-    assert sorted(d for d in do["deps"] if d.startswith(("common", "stages"))) == sorted(package.CODE)
+    assert sorted(d for d in do["deps"] if d.startswith(("common", "stages"))) == sorted(evaluate.CODE)
     assert [d for d in do["deps"] if not d.startswith(("common", "stages"))] == [
-        *(p.as_posix() for p in package.INPUTS), "models/finetune/${key}"]
-    assert [next(iter(o)) if isinstance(o, dict) else o for o in do["outs"]] == [f"{package.RESULTS}/${{key}}"]
-    assert [next(iter(m)) for m in do["metrics"]] == [f"{package.METRICS_DIR}/${{key}}.json"]
-    items = {(i["strategy"], i["seed"]) for i in finetune["foreach"].values()}
-    assert items == {(s, n) for s in params["report"]["strategies"] for n in params["report"]["seeds"]}
+        *(p.as_posix() for p in evaluate.INPUTS), "models/finetune/${key}"]
+    assert [next(iter(o)) if isinstance(o, dict) else o for o in do["outs"]] == [f"{evaluate.RESULTS}/${{key}}"]
+    assert [next(iter(m)) for m in do["metrics"]] == [f"{evaluate.METRICS_DIR}/${{key}}.json"]
+    assert stages["report"]["params"] == ["report", "study.items"]
 
 
 def test_pretrain_lists_every_setting_it_reads_from_other_sections() -> None:
@@ -89,7 +81,9 @@ def test_pretrain_lists_every_setting_it_reads_from_other_sections() -> None:
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     pretrain = set(stages["pretrain"]["params"])
     backbone = {"finetune.backbone.family", "finetune.backbone.input_size", "finetune.backbone.tiny"}
-    assert {f"finetune.{f.name}" for f in dataclasses.fields(Architecture) if f.name != "backbone"} | backbone | {
+    own = {f"finetune.{f.name}" for f in dataclasses.fields(Architecture)
+           if f.name != "backbone" and f.name not in shared_keys(Architecture)}
+    assert own | set(shared_keys(Architecture).values()) | backbone | {
         "pretrain", "lam.model.codebook_size", "lam.model.codes_per_transition", "action_vq.model.quantizer",
         "action_vq.model.codebook_size", "action_vq.model.fsq_levels"} == pretrain
     assert set(stages["collect_pretrain"]["params"]) == {"collect_pretrain", "collect.tasks", "collect.seed",

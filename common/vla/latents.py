@@ -2,7 +2,7 @@
 
 The sidecar's own structure (every demo present, shapes, dtypes, id ranges) is validated by common.latents and
 reported as a DatasetError. What only finetune knows is checked here and reported as a StageError: the latents
-must come from these demonstrations (dataset hash), and action tokens must encode chunks of finetune.chunk with
+must come from these demonstrations (dataset hash), and action tokens must encode chunks of study.chunk with
 the demos' action dimension.
 """
 
@@ -42,9 +42,9 @@ def check_meta(path: Path, meta: dict[str, Any], kind: str, dataset_sha256: str,
                          f"{NEXT_STEP}")
     if kind == "action_vq":
         if int(meta["chunk"]) != chunk:
-            raise StageError(f"{path}: chunk = {meta['chunk']} but finetune.chunk = {chunk}: the action tokens "
-                             f"encode chunks of another length. Next step: set finetune.chunk to {meta['chunk']}, "
-                             f"or retrain the action tokenizer with chunk {chunk}")
+            raise StageError(f"{path}: chunk = {meta['chunk']} but study.chunk = {chunk}: the action tokens "
+                             f"encode chunks of another length, from a tokenizer trained before K changed. Next "
+                             f"step: `dvc repro action_vq extract` to retrain it with chunk {chunk}")
         if int(meta["action_dim"]) != action_dim:
             raise StageError(f"{path}: action_dim = {meta['action_dim']} but the demos' actions have {action_dim} "
                              f"dimensions. {NEXT_STEP}")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from common.action_vq.model import TokenizerParams
-from common.config import Problem
+from common.config import Problem, shared
 from common.train import TrainParams
 
 STAGE = "action_vq"
@@ -25,7 +25,7 @@ CODE = ("common/action_vq", "common/cpu.py", "common/demos", "common/lam/evaluat
 class Params:
     """The `action_vq` section of params.yaml."""
 
-    chunk: int  # K actions per chunk; extraction reads it from the tokenizer's metadata
+    chunk: int = shared("study.chunk")  # K actions per chunk; extraction reads it from the tokenizer's meta
     normalization: Literal["quantile", "minmax"]  # statistics from the collect stage's file
     model: TokenizerParams
     train: TrainParams

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
-from common.config import Problem
+from common.config import Problem, shared
 from common.train import EvalParams, TrainParams
 from common.vla.augment import AugmentParams
 from common.vla.backbone import BackboneParams
@@ -47,6 +47,11 @@ class Item:
         return f"{self.strategy}-{self.seed}"
 
 
+def targets_file(strategy: str) -> Path:
+    """What a strategy's training targets come from besides the demos' actions: its latent file, else the demos."""
+    return STRATEGY_INPUTS[strategy][0] if STRATEGY_INPUTS[strategy] else DEMOS
+
+
 def outputs(item: Item) -> tuple[Path, Path, Path]:
     """(model dir, metrics file, plots file) of one matrix item."""
     return MODEL_ROOT / item.name, METRICS_ROOT / f"{item.name}.json", PLOTS_ROOT / f"{item.name}.csv"
@@ -56,7 +61,7 @@ def outputs(item: Item) -> tuple[Path, Path, Path]:
 class Params:
     """The `finetune` section of params.yaml (shared by every strategy; each strategy's weights: strategy_cfg)."""
 
-    chunk: int  # K actions per prediction; the action tokenizer's chunk must match
+    chunk: int = shared("study.chunk")  # K actions per prediction, the action tokenizer's
     cameras: tuple[str, ...]  # dataset cameras the policy sees, in this order
     normalization: Literal["quantile", "minmax"]  # actions and proprio to [-1, 1]
     threads: int  # torch CPU threads (0: torch's default); 1 avoids oversubscribing a shared 2-core machine

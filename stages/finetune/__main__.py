@@ -27,11 +27,12 @@ from common.vla.latents import read_latents
 from common.vla.model import objective
 from common.vla.pretrained import fresh_parameters, pretrained_start, start_sha256
 from common.vla.prompt import prompt_text
-from common.vla.strategies import get_strategy
-from stages.finetune import CHECKPOINT_ROOT, CODE, DEMOS, LATENT_FILES, STAGE, START, Item, Params, outputs
+from common.study import STRATEGY_SECTION, load_study
+from common.vla.strategies import STRATEGIES, get_strategy
+from stages.finetune import (CHECKPOINT_ROOT, CODE, DEMOS, LATENT_FILES, STAGE, START, Item, Params, outputs,
+                             targets_file)
 
 log = logging.getLogger(__name__)
-STRATEGY_SECTION = "strategy_cfg"
 HISTORY = "history.jsonl"  # the loss curve so far, kept beside the checkpoints so a resumed run plots it all
 
 
@@ -164,7 +165,18 @@ def main(params: Params, tracking: TrackingParams, root: Path, item: Item, cfg: 
 
 
 
+def check_item(path: Path, item: Item) -> None:
+    """Before any work: every strategy name of the params file is registered and has its section, and an item of
+    study.items reads the file its strategy's targets come from (the item's DVC dep)."""
+    entry = load_study(path, STRATEGIES).items.get(item.name)
+    expected = targets_file(item.strategy).as_posix()
+    if entry is not None and entry.reads != expected:
+        raise ParamsError(str(path), [Problem(f"study.items.{item.name}.reads", entry.reads,
+                                              f"is not what {item.strategy} reads", f"write {expected}")])
+
+
 def _cli_main(params: Params, tracking: TrackingParams, root: Path, item: Item) -> None:
+    check_item(params_path(), item)
     main(params, tracking, root, item, load_strategy_cfg(params_path(), item.strategy))
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from common.action_vq.model import TokenizerParams
-from common.config import Problem, from_dict, read_yaml
+from common.config import Problem, from_dict, read_yaml, section_of, shared, shared_keys
 from common.lam.model import LamModelParams
 from common.train import EvalParams, TrainParams
 from common.vla.augment import AugmentParams
@@ -54,7 +54,7 @@ class Params:
 class Architecture:
     """The keys of the `finetune` section that shape the VLA and its inputs (read from there, never retyped)."""
 
-    chunk: int
+    chunk: int = shared("study.chunk")
     cameras: tuple[str, ...]
     normalization: Literal["quantile", "minmax"]
     placeholders_per_step: int
@@ -65,9 +65,10 @@ class Architecture:
 
 def read_architecture(path: Path) -> Architecture:
     """The VLA's shape from the params file's `finetune` section."""
-    section = read_yaml(path)["finetune"]
-    return from_dict(Architecture, {f.name: section[f.name] for f in dataclasses.fields(Architecture)},
-                     prefix="finetune", source=str(path))
+    data = read_yaml(path)
+    section = {f.name: data["finetune"][f.name] for f in dataclasses.fields(Architecture)
+               if f.name not in shared_keys(Architecture)}
+    return section_of({**data, "finetune": section}, path, "finetune", Architecture)
 
 
 def read_latent_meta(path: Path) -> dict[str, dict[str, Any]]:

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
-from common.config import Problem
+from common.config import Problem, shared
 from common.reference.model import ModelParams
 from common.train import EvalParams, TrainParams
 
@@ -26,7 +26,7 @@ CODE = ("common/convstem.py", "common/cpu.py", "common/demos", "common/normalize
 class Params:
     """The `reference` section of params.yaml."""
 
-    chunk: int  # K actions per prediction
+    chunk: int = shared("study.chunk")  # K actions per prediction
     cameras: tuple[str, ...]  # dataset cameras the policy sees, in this order
     normalization: Literal["quantile", "minmax"]  # actions and proprio to [-1, 1] by collect's statistics
     threads: int  # torch CPU threads (0: torch's default); 1 leaves the other core to the stage beside it

@@ -7,10 +7,10 @@ import dataclasses
 from pathlib import Path
 from typing import Sequence
 
-from common.config import Problem
+from common.config import Problem, shared
+from common.study import BASELINE, seeds_of, strategies_of
 
 STAGE = "report"
-BASELINE = "baseline"  # the study's reference strategy: every comparison is against it
 SEEN_SUITE = "seen"  # evaluate's suite of the training layouts: the headline's measure of the baseline's strength
 EVAL_RESULTS = Path("results/evaluate")  # results/evaluate/<strategy>-<seed>/episodes.jsonl (evaluate's contract)
 EVAL_METRICS = Path("metrics/evaluate")  # metrics/evaluate/<strategy>-<seed>.json
@@ -51,10 +51,10 @@ def inputs(strategies: list[str], seeds: list[int], references: Sequence[str] = 
 
 @dataclasses.dataclass(frozen=True)
 class Params:
-    """The `report` section of params.yaml."""
+    """The `report` section of params.yaml, with the strategies and seeds of study.items."""
 
-    strategies: list[str]  # evaluated strategies (the finetune/evaluate matrix), `baseline` among them
-    seeds: list[int]  # training seeds of the matrix
+    strategies: list[str] = shared("study", strategies_of)  # of the matrix, `baseline` among them
+    seeds: list[int] = shared("study", seeds_of)  # training seeds of the matrix
     references: list[str]  # reference policies evaluated once, no seed (evaluate_<name>: `expert`, `reference`)
     bootstrap: int  # resamples of every hierarchical bootstrap interval
     alpha: float  # family-wise error rate (Holm) for comparisons and claims
@@ -65,16 +65,9 @@ class Params:
     def problems(self) -> list[Problem]:
         """Range checks."""
         out = []
-        if BASELINE not in self.strategies:
-            out.append(Problem("strategies", self.strategies, f"must include `{BASELINE}`", "add it: every "
-                               "comparison is against it"))
-        if len(set(self.strategies)) != len(self.strategies) or len(set(self.seeds)) != len(self.seeds):
-            out.append(Problem("strategies/seeds", [self.strategies, self.seeds], "has duplicates", "list each once"))
         if len(set(self.references)) != len(self.references) or set(self.references) & set(self.strategies):
             out.append(Problem("references", self.references, "has duplicates or names a strategy",
-                               "list each reference policy once, none of report.strategies"))
-        if not self.seeds:
-            out.append(Problem("seeds", self.seeds, "must not be empty", "e.g. [0, 1, 2]"))
+                               "list each reference policy once, none of study.items' strategies"))
         if self.bootstrap < 100:
             out.append(Problem("bootstrap", self.bootstrap, "must be at least 100", "use e.g. 2000"))
         if not 0 < self.alpha < 1:

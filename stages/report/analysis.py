@@ -231,7 +231,7 @@ def compare(cells: list[Cell], tests: list[Claim], available: set[str], params: 
     for test, result, contrast in zip(tests, results, contrasts):
         if result is None:
             missing = sorted(set(test.treatment + test.reference) - available)
-            note = f"not tested: {missing} not in report.strategies" if missing else "not tested: no episodes in scope"
+            note = f"not tested: {missing} not in study.items" if missing else "not tested: no episodes in scope"
             out.append(Comparison(test.key, test.text, None, None, None, note, None))
             continue
         p = float(next(adjusted))

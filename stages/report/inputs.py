@@ -32,7 +32,7 @@ def check_inputs(root: Path, params: Params) -> None:
     if missing:
         shown = "\n".join(f"  - {p}" for p in missing[:20]) + ("\n  ..." if len(missing) > 20 else "")
         lines.append(f"{shown}\nrun the stages that write them (`dvc repro evaluate`, `dvc repro finetune`, "
-                     "`dvc repro lam action_vq`) or fix report.strategies / report.seeds")
+                     "`dvc repro lam action_vq`) or fix study.items")
     if references:
         lines.append("\n".join(f"  - {p}: run `dvc repro {stage}`" for p, stage in references)
                      + "\n(reference policies listed in report.references; remove a name there to report without it)")

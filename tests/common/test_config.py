@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from common.config import ParamsError, Problem, from_dict, load_section
+from common.study import StudyParams
 from common.tracking import TrackingParams
 from stages.collect import Params as CollectParams
 
@@ -91,9 +92,10 @@ def test_collect_params_semantic_checks(tmp_path: Path) -> None:
 def test_every_params_file_in_the_repo_loads() -> None:
     data = yaml.safe_load((REPO / "params.yaml").read_text())
     stages = sorted(p.name for p in (REPO / "stages").iterdir() if (p / "__init__.py").is_file())
-    shared = {"tracking", "strategy_cfg"}  # read by several stages (strategy_cfg: finetune's per-item sections)
+    shared = {"tracking", "study", "strategy_cfg"}  # read by several stages (strategy_cfg: finetune's per-item sections)
     assert set(data) == shared | set(stages), "a params.yaml section has no stage package (or the reverse)"
     load_section(REPO / "params.yaml", "tracking", TrackingParams)
+    load_section(REPO / "params.yaml", "study", StudyParams)
     strategy_cfg = importlib.import_module("stages.finetune.__main__").load_strategy_cfg
     for strategy in data["strategy_cfg"]:
         strategy_cfg(REPO / "params.yaml", strategy)

@@ -12,27 +12,29 @@ import pytest
 import yaml
 
 from common.audit import audit
+from common.config import apply_overrides
 from flows.study import FlowOptions, dvc_status, run_study
 from tests.flows.toy import PROJECT, dvc, project_repo
 
 SMOKE = PROJECT / "configs/smoke.yaml"
 
 
-def test_smoke_params_have_every_section_of_params_yaml() -> None:
-    smoke = yaml.safe_load(SMOKE.read_text())
-    default = yaml.safe_load((PROJECT / "params.yaml").read_text())
-    assert list(smoke) == list(default)
-    assert smoke["report"]["strategies"] == default["report"]["strategies"]
-    assert smoke["report"]["seeds"] == default["report"]["seeds"]
+def test_smoke_overrides_name_existing_keys_and_keep_every_strategy() -> None:
+    """configs/smoke.yaml overrides keys of params.yaml only (a typo is an error) and trains every strategy once."""
+    params = apply_overrides(yaml.safe_load((PROJECT / "params.yaml").read_text()), yaml.safe_load(SMOKE.read_text()),
+                             str(SMOKE))
+    assert params.keys() == yaml.safe_load((PROJECT / "params.yaml").read_text()).keys()
+    items = params["study"]["items"].values()
+    assert {i["strategy"] for i in items} == set(params["strategy_cfg"]) and {i["seed"] for i in items} == {0}
 
 
 @pytest.mark.slow
 def test_smoke_dag_through_the_flow_then_audit(tmp_path: Path) -> None:
-    root = project_repo(tmp_path / "repo", yaml.safe_load(SMOKE.read_text()))
+    root = project_repo(tmp_path / "repo", SMOKE)
     options = FlowOptions(root=root, targets=(), max_parallel=2, retries=0, retry_delay_s=0, runner="thread",
                           address=None, prefork=True)
     states = run_study(options)
-    items = [f"{s}-{seed}" for s in ("baseline", "la_align", "la_direct", "la_cond", "la_tok") for seed in (0, 1, 2)]
+    items = [f"{s}-0" for s in ("baseline", "la_align", "la_direct", "la_cond", "la_tok")]
     expected = ["collect", "collect_pretrain", "pretrain", "lam", "action_vq", "extract",
                 *(f"finetune@{i}" for i in items),
                 *(f"evaluate@{i}" for i in items), "reference", "evaluate_reference", "evaluate_expert", "report"]
@@ -55,19 +57,19 @@ def test_smoke_dag_through_the_flow_then_audit(tmp_path: Path) -> None:
     assert (root / "reports/study.md").read_text().startswith("#")
 
     # demos -> LAM, tokenizer -> tokens; pretraining demos -> start; -> policy -> evaluation
-    results = audit(root, ["evaluate@la_tok-1"])
+    results = audit(root, ["evaluate@la_tok-0"])
     names = [r.stage.name for r in results]  # upstream first
     assert sorted(names[:-2]) == ["action_vq", "collect", "collect_pretrain", "extract", "lam", "pretrain"]
-    assert names[-2:] == ["finetune@la_tok-1", "evaluate@la_tok-1"]
+    assert names[-2:] == ["finetune@la_tok-0", "evaluate@la_tok-0"]
     before = lambda a, b: names.index(a) < names.index(b)  # noqa: E731
     assert before("collect", "lam") and before("lam", "extract") and before("action_vq", "extract")
     assert before("collect_pretrain", "pretrain")
     assert all(not r.findings for r in results), [str(f) for r in results for f in r.findings]
     assert all("output hashes and params agree" in r.mlflow for r in results)
 
-    config = root / "models/finetune/la_tok-1/meta.json"
+    config = root / "models/finetune/la_tok-0/meta.json"
     config.write_text(config.read_text().replace('"chunk": 4', '"chunk": 5'))
-    findings = [str(f) for r in audit(root, ["evaluate@la_tok-1"]) for f in r.findings]
-    assert findings and all(f.startswith("finetune@la_tok-1: output models/finetune/la_tok-1 has md5")
+    findings = [str(f) for r in audit(root, ["evaluate@la_tok-0"]) for f in r.findings]
+    assert findings and all(f.startswith("finetune@la_tok-0: output models/finetune/la_tok-0 has md5")
                             for f in findings), findings
-    assert "models/finetune/la_tok-1" in dvc(root, "status").stdout  # DVC agrees that the output changed
+    assert "models/finetune/la_tok-0" in dvc(root, "status").stdout  # DVC agrees that the output changed

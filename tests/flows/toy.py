@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from common.config import apply_overrides
+
 PROJECT = Path(__file__).resolve().parents[2]
 
 # One script for every toy stage. `sleep NAME SECONDS`: record start/end times in out/NAME.json;
@@ -125,9 +127,11 @@ def project_files() -> dict[str, str]:
     return {name: (PROJECT / name).read_text() for name in listed if (PROJECT / name).is_file()}
 
 
-def project_repo(root: Path, overrides: dict[str, dict]) -> Path:
-    """A temporary git + DVC copy of the project whose params.yaml sections are replaced by `overrides`."""
+def project_repo(root: Path, overrides: Path) -> Path:
+    """A temporary git + DVC copy of the project, its params.yaml with the dotted-key `overrides` file applied (e.g.
+    configs/smoke.yaml)."""
     files = project_files()
     dvc_yaml = yaml.safe_load(files.pop("dvc.yaml"))
-    params = {**yaml.safe_load(files.pop("params.yaml")), **overrides}
+    params = apply_overrides(yaml.safe_load(files.pop("params.yaml")), yaml.safe_load(overrides.read_text()),
+                             str(overrides))
     return init_repo(root, dvc_yaml, params, files)

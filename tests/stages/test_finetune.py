@@ -184,7 +184,7 @@ def test_latents_from_other_demos_are_a_clear_error(dataset: Path, tmp_path: Pat
 def test_action_tokens_of_another_chunk_are_a_clear_error(dataset: Path, tmp_path: Path) -> None:
     root = link(dataset, tmp_path, DEMOS)
     write_latents(root, chunk=8)
-    with pytest.raises(StageError, match="chunk = 8 but finetune.chunk = 4.*set finetune.chunk to 8"):
+    with pytest.raises(StageError, match="chunk = 8 but study.chunk = 4.*`dvc repro action_vq extract`"):
         main(tiny(), OFF, root, Item("la_tok", 0), cfg("la_tok"))
 
 

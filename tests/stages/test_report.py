@@ -176,9 +176,9 @@ def test_missing_reference_evaluations_name_the_file_and_the_stage(tmp_path: Pat
 
 
 def test_params_are_range_checked() -> None:
-    problems = {p.field for p in params(strategies=["la_tok"], alpha=1.5, bootstrap=5, target_mde=0.0,
+    problems = {p.field for p in params(alpha=1.5, bootstrap=5, target_mde=0.0,
                                         references=["expert", "expert"]).problems()}
-    assert problems == {"strategies", "alpha", "bootstrap", "target_mde", "references"}
+    assert problems == {"alpha", "bootstrap", "target_mde", "references"}
     assert {p.field for p in params(references=["la_tok"]).problems()} == {"references"}  # a strategy, not a reference
 
 
@@ -191,5 +191,6 @@ def test_the_repository_params_load_and_name_stages_that_exist() -> None:
     project = Path(__file__).parents[2]
     loaded = load_section(project / "params.yaml", "report", Params)
     assert loaded.target_mde == pytest.approx(0.10) and loaded.references
+    assert loaded.seeds == [0, 1, 2] and loaded.strategies[0] == "baseline"  # from study.items
     stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
     assert all(reference_stage(name) in stages for name in loaded.references)  # the stage the errors name
