@@ -25,7 +25,7 @@ from common.config import closest_name
 from common.vla.strategies.base import (ACTION_TOKEN, LAM_TOKEN, PLACEHOLDER, LatentKind, Layout, Strategy,
                                         non_negative)
 
-__all__ = ["ACTION_TOKEN", "LAM_TOKEN", "PLACEHOLDER", "STRATEGIES", "LatentKind", "Layout", "Strategy",
+__all__ = ["ACTION_TOKEN", "LAM_TOKEN", "PLACEHOLDER", "STRATEGIES", "LatentKind", "Layout", "Strategy", "discover",
            "every_latent_token", "get_strategy", "non_negative", "register"]
 STRATEGIES: dict[str, Strategy] = {}
 
@@ -57,6 +57,10 @@ def every_latent_token(latent_meta: dict[LatentKind, dict[str, Any]]) -> tuple[s
     return tuple(tokens)
 
 
-# Discovery: importing each module of this package registers the strategies it defines (in file-name order).
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+def discover() -> None:
+    """Import every module of this package (in file-name order): each registers the strategies it defines."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+discover()
