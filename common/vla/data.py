@@ -1,7 +1,8 @@
 """Finetuning samples in memory: (current images, proprio, instruction) -> the next K actions, plus latents.
 
 Sample (e, t) pairs the observation at step t with actions t..t+K-1 (steps past the episode's end are masked)
-and the strategy's targets from the episode's latents (`Strategy.targets`). A batch is a pure function of (seed, step, process), so resume is exact.
+and the strategy's targets from the episode's latents (`Strategy.targets`). A batch is a pure function of
+(seed, step, process), so resume is exact.
 """
 
 from __future__ import annotations

@@ -85,8 +85,8 @@ def main(params: Params, arch: Architecture, latent_meta: dict[str, dict[str, An
                   root) as run:
         _, resume_step = latest_checkpoint(checkpoints, fingerprint, params.train.steps)
         curve = CurveRecorder(run, checkpoints / HISTORY, resume_step)
-        result = train(model, objective(get_strategy(STRATEGY).cfg(action_weight=1.0)), batch_at, params.train, checkpoints,
-                       fingerprint, curve)
+        loss = objective(get_strategy(STRATEGY).cfg(action_weight=1.0))
+        result = train(model, loss, batch_at, params.train, checkpoints, fingerprint, curve)
         metrics = evaluate(model, val_batches, params.eval.max_samples, params.eval.batch_size, action_stats,
                            arch.normalization)
         metrics.update(train_steps=result.steps, train_samples=len(train_set), tasks=len(tasks),
