@@ -20,7 +20,7 @@ from common.vla.model import VLA
 from common.vla.pretrained import fresh_parameters, pretrained_start
 from common.vla.prompt import prompt_text
 from common.vla.strategies import get_strategy
-from stages.finetune import DEMOS, LATENT_FILES, START, Item, Params
+from stages.finetune import DEMOS, START, Item, Params
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ def set_up(params: Params, root: Path, item: Item, cfg: Any) -> Setup:
     train_set, val_set = (Episodes.load(demos, split, params.cameras, action_stats, proprio_stats,
                                         params.normalization) for split in ("train", "val"))
     hashes, latent_meta = [file_sha256(demos)], {}
-    if strategy.latent != "none":
-        path = root / LATENT_FILES[strategy.latent]
+    if (latent_file := item.latent_file()) is not None:
+        path = root / latent_file
         latent_meta, arrays = read_latents(path, strategy.latent, hashes[0], {**train_set.lengths(),
                                            **val_set.lengths()}, params.chunk, data_meta.action_space.dim)
         train_set.attach(arrays)
