@@ -23,18 +23,14 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from common.cli import load_stage_params
-from common.demos import DemoReader, validate_file
 from common.logs import setup_logging
 from common.tracking import StageRun, TrackingParams
 from common.train import peak_memory_mb, train
-from common.vla.build import VlaSpec, make_vla
-from common.vla.data import Batches, Episodes
-from common.vla.latents import read_latents
+from common.vla.data import Batches
 from common.vla.model import VLA, objective
-from common.vla.prompt import prompt_text
-from common.vla.strategies import get_strategy
-from stages.finetune import DEMOS, LATENT_FILES, Params
+from stages.finetune import Item, Params
 from stages.finetune.__main__ import load_strategy_cfg
+from stages.finetune.setup import set_up
 
 
 def matmul_peak(size: int = 1024, seconds: float = 2.0) -> float:
@@ -50,36 +46,12 @@ def matmul_peak(size: int = 1024, seconds: float = 2.0) -> float:
 
 
 def training_setup(params_path: Path, strategy_name: str) -> tuple[Params, VLA, Batches, Callable]:
-    """(finetune params, model, batches, loss) of `strategy_name`'s default model on the collected train split,
-    built as the stage builds it (threads from params, latents attached for latent strategies)."""
+    """(finetune params, model, train batches, loss) of `strategy_name`'s default model (seed 0) on the collected
+    demos, built by the stage's own set-up (`dvc repro collect` first; latent strategies also `dvc repro extract`)."""
     params, _ = load_stage_params(params_path, "finetune", Params)
-    cfg, strategy = load_strategy_cfg(params_path, strategy_name), get_strategy(strategy_name)
-    if params.threads:
-        torch.set_num_threads(params.threads)
-    meta = validate_file(DEMOS)
-    with DemoReader(DEMOS) as reader:
-        action_stats, proprio_stats = reader.stats("actions"), reader.stats("proprio")
-    episodes = Episodes.load(DEMOS, "train", params.cameras, action_stats, proprio_stats, params.normalization)
-    latent_meta = {}
-    if strategy.latent != "none":
-        from common.provenance import file_sha256
-
-        latent_meta, arrays = read_latents(LATENT_FILES[strategy.latent], strategy.latent, file_sha256(DEMOS),
-                                           episodes.lengths(), params.chunk, meta.action_space.dim)
-        episodes.attach(arrays)
-    image_size = meta.image_size[0]
-    spec = VlaSpec(strategy_name, params.chunk, meta.action_space.dim, meta.proprio_dim, params.cameras, image_size,
-                   latent_meta, getattr(cfg, "align_hidden", 0), params.placeholders_per_step,
-                   params.backbone, params.head)
-    model = make_vla(spec, 0)
-    if params.vision_encoder == "frozen":
-        model.backbone.freeze_vision_encoder()
-    layout, backbone = model.layout, model.backbone
-    batches = Batches(episodes, lambda i: backbone.prompt_ids(prompt_text(i, params.chunk, layout.placeholders),
-                                                              len(params.cameras), image_size),
-                      backbone.tokenizer.pad_token_id, params.chunk, strategy.latent, layout.token_slots,
-                      params.augment)
-    return params, model, batches, objective(cfg)
+    cfg = load_strategy_cfg(params_path, strategy_name)
+    setup = set_up(params, Path("."), Item(strategy_name, 0), cfg)
+    return setup.params, setup.model, setup.train_batches, objective(cfg)
 
 
 def main() -> None:

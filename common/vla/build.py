@@ -36,7 +36,7 @@ class VlaSpec:
     cameras: tuple[str, ...]
     image_size: int
     latent_meta: dict[str, Any]  # the sidecar's meta ({} for the baseline)
-    align_hidden: int  # la_align's projector width (0 otherwise)
+    align_hidden: int  # width of the strategy's own modules, `Strategy.module_width` (la_align's projector; 0: none)
     placeholders_per_step: int  # P: baseline and la_align prompt P x chunk placeholders (the study: 5)
     backbone: BackboneParams
     head: HeadParams
@@ -80,10 +80,8 @@ def make_vla(spec: VlaSpec, seed: int, vocabulary: tuple[str, ...] | None = None
 def _assemble(spec: VlaSpec, backbone: Any) -> VLA:
     strategy = get_strategy(spec.strategy)
     layout = strategy.layout(spec.chunk, spec.latent_meta, spec.placeholders_per_step)
-    vocabulary = strategy.vocabulary(spec.latent_meta)
-    align = (spec.align_hidden, int(spec.latent_meta["code_dim"])) if layout.align_slots else None
-    return VLA(backbone, strategy, layout, spec.head, spec.chunk, spec.action_dim, spec.proprio_dim, vocabulary,
-               align)
+    return VLA(backbone, strategy, layout, spec.head, spec.chunk, spec.action_dim, spec.proprio_dim,
+               strategy.vocabulary(spec.latent_meta), spec.align_hidden, spec.latent_meta)
 
 
 def weights_to_save(model: VLA) -> dict[str, torch.Tensor]:

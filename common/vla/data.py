@@ -1,8 +1,8 @@
 """Finetuning samples in memory: (current images, proprio, instruction) -> the next K actions, plus latents.
 
 Sample (e, t) pairs the observation at step t with actions t..t+K-1 (steps past the episode's end are masked)
-and, by strategy, the LAM codes of those K transitions, the mean LAM code vector at t, or the action tokens of
-the chunk starting at t. A batch is a pure function of (seed, step, process), so resume is exact.
+and the strategy's targets from the episode's latents (`Strategy.targets`). A batch is a pure function of
+(seed, step, process), so resume is exact.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import torch
 from common.demos import DatasetError, DemoReader
 from common.demos.schema import ATTR_SPLIT, Stats
 from common.normalize import normalize
-from common.vla import latents as L
 from common.vla.augment import AugmentParams, augment, eval_view
-from common.vla.model import ACTION_MASK, ACTIONS, ALIGN, ATTENTION, IGNORE, IMAGES, INPUT_IDS, PROPRIO, TOKENS
+from common.vla.batch import ACTION_MASK, ACTIONS, ATTENTION, IMAGES, INPUT_IDS, PROPRIO
 from common.vla.prompt import left_pad
+from common.vla.strategies import Layout, Strategy
 
 
 @dataclasses.dataclass
@@ -69,25 +69,12 @@ class Episodes:
         return len(self.index)
 
 
-def latent_targets(arrays: dict[str, np.ndarray], kind: str, t: int, chunk: int, slots: int) -> dict[str, np.ndarray]:
-    """The latent targets of sample t: codes of the K transitions (IGNORE past the end), mean code, tokens."""
-    if kind == "lam":
-        codes = arrays[L.CODES]  # (T, C)
-        ahead = codes[t : t + chunk].astype(np.int64)
-        padded = np.full((chunk, codes.shape[1]), IGNORE, np.int64)
-        padded[: len(ahead)] = ahead
-        return {TOKENS: padded.reshape(-1)[:slots], ALIGN: arrays[L.VECTORS][t].mean(0).astype(np.float32)}
-    if kind == "action_vq":
-        return {TOKENS: arrays[L.TOKENS][t].astype(np.int64)}
-    return {}
-
-
 class Batches:
     """Tensor batches for training and evaluation: prompts (token ids), images, proprio, actions, latents."""
 
     def __init__(self, episodes: Episodes, prompt_ids: Callable[[str], list[int]], pad_id: int, chunk: int,
-                 latent: str, token_slots: int, augment_params: AugmentParams):
-        self.episodes, self.chunk, self.latent, self.slots = episodes, chunk, latent, token_slots
+                 strategy: Strategy, layout: Layout, augment_params: AugmentParams):
+        self.episodes, self.chunk, self.strategy, self.layout = episodes, chunk, strategy, layout
         self.augment, self.pad_id = augment_params, pad_id
         self.prompts = [prompt_ids(i) for i in episodes.instructions]  # the processor runs once per episode
 
@@ -102,7 +89,7 @@ class Batches:
         for i, (e, t) in enumerate(pairs):
             ahead = ep.actions[e][t : t + self.chunk]
             chunks[i, : len(ahead)], mask[i, : len(ahead)] = ahead, True
-            for key, value in latent_targets(ep.latents[e], self.latent, t, self.chunk, self.slots).items():
+            for key, value in self.strategy.targets(ep.latents[e], t, self.chunk, self.layout).items():
                 extra.setdefault(key, []).append(value)
         ids, attention = left_pad([self.prompts[e] for e, _ in pairs], self.pad_id)
         batch = {

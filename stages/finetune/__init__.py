@@ -6,17 +6,19 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
-from common.config import Problem, shared
+from common.config import Problem, closest_name, shared
 from common.train import EvalParams, TrainParams
 from common.vla.augment import AugmentParams
 from common.vla.backbone import BackboneParams
 from common.vla.head import HeadParams
+from common.vla.strategies import STRATEGIES
 from stages.pretrain import MODEL as PRETRAIN_MODEL
 
 STAGE = "finetune"
 DEMOS = Path("data/collect/demos.hdf5")
 LAM_CODES = Path("data/extract/lam_codes.hdf5")  # la_align, la_direct, la_cond
 ACTION_TOKENS = Path("data/extract/action_tokens.hdf5")  # la_tok
+# What a strategy reads besides the demos, by its latent kind (`Strategy.latent`; "none": nothing)
 LATENT_FILES = {"lam": LAM_CODES, "action_vq": ACTION_TOKENS}
 MODEL_ROOT = Path("models/finetune")  # models/finetune/<strategy>-<seed>/
 METRICS_ROOT = Path("metrics/finetune")  # metrics/finetune/<strategy>-<seed>.json
@@ -25,10 +27,6 @@ CHECKPOINT_ROOT = Path("checkpoints/finetune")  # persists across DVC runs so th
 # common/tasks.py: the tiny tokenizer is learnt from its instructions
 CODE = ("common/convstem.py", "common/cpu.py", "common/demos", "common/latents", "common/normalize.py",
         "common/tasks.py", "common/train.py", "common/vla", "stages/finetune")
-STRATEGY_NAMES = ("baseline", "la_align", "la_direct", "la_cond", "la_tok")
-# What each strategy reads besides the demos: DVC deps per matrix item (so a new LAM reruns only its users).
-STRATEGY_INPUTS = {"baseline": (), "la_align": (LAM_CODES,), "la_direct": (LAM_CODES,), "la_cond": (LAM_CODES,),
-                   "la_tok": (ACTION_TOKENS,)}
 INPUTS = (DEMOS,)
 # The pretrain stage's shared start: a DVC dep of every item, read when backbone.pretrained names it (the default)
 START = PRETRAIN_MODEL
@@ -36,20 +34,32 @@ START = PRETRAIN_MODEL
 
 @dataclasses.dataclass(frozen=True)
 class Item:
-    """One matrix item: `--strategy la_tok --seed 0`."""
+    """One matrix item: `--strategy la_tok --seed 0` (any registered strategy, common/vla/strategies)."""
 
-    strategy: Literal["baseline", "la_align", "la_direct", "la_cond", "la_tok"]
+    strategy: str
     seed: int
+
+    def problems(self) -> list[Problem]:
+        """The strategy must be registered."""
+        if self.strategy in STRATEGIES:
+            return []
+        match = closest_name(self.strategy, STRATEGIES)
+        return [Problem("strategy", self.strategy, f"must be one of {sorted(STRATEGIES)}",
+                        f"pick one of them{f' (did you mean {match!r}?)' if match else ''}")]
+
+    def latent_file(self) -> Path | None:
+        """The latent sidecar its strategy reads (None: none)."""
+        return LATENT_FILES.get(STRATEGIES[self.strategy].latent)
+
+    def reads(self) -> Path:
+        """What its training targets come from besides the demos' actions (study.items' `reads`, the item's DVC
+        dep): its latent sidecar, else the demos."""
+        return self.latent_file() or DEMOS
 
     @property
     def name(self) -> str:
         """`<strategy>-<seed>`: the DVC item, output folder, metrics file and MLflow run name."""
         return f"{self.strategy}-{self.seed}"
-
-
-def targets_file(strategy: str) -> Path:
-    """What a strategy's training targets come from besides the demos' actions: its latent file, else the demos."""
-    return STRATEGY_INPUTS[strategy][0] if STRATEGY_INPUTS[strategy] else DEMOS
 
 
 def outputs(item: Item) -> tuple[Path, Path, Path]:

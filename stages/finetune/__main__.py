@@ -9,28 +9,22 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from common.atomic import atomic_dir, write_json
-from common.cli import StageError, params_path, run_stage
+from common.cli import params_path, run_stage
 from common.config import ParamsError, Problem, from_dict, read_yaml, to_dict
 from common.cpu import kernel_pins
-from common.demos import training_demos
 from common.demos.schema import Stats
-from common.provenance import code_fingerprint, file_sha256
+from common.provenance import code_fingerprint
 from common.tracking import StageRun, TrackingParams
 from common.train import CurveRecorder, latest_checkpoint, resume_fields, train
-from common.vla.build import VlaSpec, added_tokens, make_vla, save_vla
-from common.vla.data import Batches, Episodes
+from common.vla.build import added_tokens, save_vla
 from common.vla.evaluate import evaluate
-from common.vla.latents import read_latents
 from common.vla.model import objective
 from common.vla.pretrained import fresh_parameters, pretrained_start, start_sha256
-from common.vla.prompt import prompt_text
 from common.study import STRATEGY_SECTION, load_study
 from common.vla.strategies import STRATEGIES, get_strategy
-from stages.finetune import (CHECKPOINT_ROOT, CODE, DEMOS, LATENT_FILES, STAGE, START, Item, Params, outputs,
-                             targets_file)
+from stages.finetune import CHECKPOINT_ROOT, CODE, STAGE, Item, Params, outputs
+from stages.finetune.setup import set_up
 
 log = logging.getLogger(__name__)
 HISTORY = "history.jsonl"  # the loss curve so far, kept beside the checkpoints so a resumed run plots it all
@@ -61,64 +55,13 @@ def stats_json(stats: Stats) -> dict[str, list[float]]:
     return {f.name: getattr(stats, f.name).astype(float).tolist() for f in dataclasses.fields(stats)}
 
 
-def start_under_root(params: Params, root: Path) -> Params:
-    """A relative `backbone.pretrained` that is the pretrain stage's output, or a directory under `root`, is read
-    from `root` (where the DAG's outputs are), not from the working directory; a hub id stays as given."""
-    source = Path(params.backbone.pretrained)
-    if params.backbone.preset != "pretrained" or source.is_absolute() \
-            or (source != START and not (root / source).is_dir()):
-        return params
-    return dataclasses.replace(params, backbone=dataclasses.replace(params.backbone, pretrained=str(root / source)))
-
-
 def main(params: Params, tracking: TrackingParams, root: Path, item: Item, cfg: Any) -> dict[str, Any]:
     """Train one strategy and seed, score it on held-out episodes, save the policy with its metadata."""
-    strategy = get_strategy(item.strategy)
-    if params.threads:
-        torch.set_num_threads(params.threads)
-    demos = root / DEMOS
-    data_meta, action_stats, proprio_stats = training_demos(demos, params.cameras, "finetune.cameras",
-                                                            "pick from those")
-    train_set, val_set = (Episodes.load(demos, split, params.cameras, action_stats, proprio_stats,
-                                        params.normalization) for split in ("train", "val"))
-    hashes, latent_meta = [file_sha256(demos)], {}
-    if strategy.latent != "none":
-        path = root / LATENT_FILES[strategy.latent]
-        latent_meta, arrays = read_latents(path, strategy.latent, hashes[0], {**train_set.lengths(),
-                                           **val_set.lengths()}, params.chunk, data_meta.action_space.dim)
-        train_set.attach(arrays)
-        val_set.attach(arrays)
-        hashes.append(file_sha256(path))
-
-    params = start_under_root(params, root)
-    if params.backbone.preset == "pretrained" and Path(params.backbone.pretrained) == root / START \
-            and pretrained_start(params.backbone) is None:
-        raise StageError(f"finetune.backbone.pretrained = {params.backbone.pretrained!r}: the pretrain stage's "
-                         "start is not there. Next step: `dvc repro pretrain` (or the whole study: `dvc repro`)")
-    image_size = data_meta.image_size[0]
-    spec = VlaSpec(item.strategy, params.chunk, data_meta.action_space.dim, data_meta.proprio_dim, params.cameras,
-                   image_size, latent_meta, getattr(cfg, "align_hidden", 0), params.placeholders_per_step,
-                   params.backbone, params.head)
-    try:
-        model = make_vla(spec, item.seed)
-    except ValueError as exc:  # a backbone that cannot take these settings
-        raise StageError(f"finetune: {exc}") from exc
-    start = pretrained_start(params.backbone)
-    if start is not None:
-        log.info("%s: backbone and action head from %s; freshly initialised: %s", item.name, start,
-                 fresh_parameters(model) or "nothing")
-    if params.vision_encoder == "frozen":
-        log.info("%s: vision encoder frozen (%d parameters)", item.name, model.backbone.freeze_vision_encoder())
-    start_hash = start_sha256(params.backbone)  # "" for the tiny preset
-    layout, backbone = model.layout, model.backbone
-    prompt = lambda instruction: backbone.prompt_ids(  # noqa: E731
-        prompt_text(instruction, params.chunk, layout.placeholders), len(params.cameras), image_size)
-    pad = backbone.tokenizer.pad_token_id
-    train_batches, val_batches = (Batches(s, prompt, pad, params.chunk, strategy.latent, layout.token_slots,
-                                          params.augment) for s in (train_set, val_set))
-    log.info("%s: %d training samples, %d held-out; %d placeholders; %d trainable parameters", item.name,
-             len(train_set), len(val_set), layout.placeholders,
-             sum(p.numel() for p in model.parameters() if p.requires_grad))
+    setup = set_up(params, root, item, cfg)
+    params, spec, model, hashes = setup.params, setup.spec, setup.model, setup.hashes
+    action_stats, data_meta, layout = setup.action_stats, setup.data_meta, setup.model.layout
+    start, start_hash = pretrained_start(params.backbone), start_sha256(params.backbone)  # "" for the tiny preset
+    train_batches, val_batches = setup.train_batches, setup.val_batches
 
     train_params = dataclasses.replace(params.train, seed=item.seed)
     code = code_fingerprint(*CODE)
@@ -136,7 +79,7 @@ def main(params: Params, tracking: TrackingParams, root: Path, item: Item, cfg: 
                        accumulate=params.grad_accum)
         metrics = evaluate(model, val_batches, params.eval.max_samples, params.eval.batch_size, action_stats,
                            params.normalization)
-        metrics.update(train_steps=result.steps, train_samples=len(train_set),
+        metrics.update(train_steps=result.steps, train_samples=len(setup.train_set),
                        **{f"train_{k}": v for k, v in result.final_metrics.items()})
         # Timings and resume points differ from run to run: MLflow only, so the metrics file (and its hash in
         # dvc.lock) is reproducible.
@@ -144,9 +87,9 @@ def main(params: Params, tracking: TrackingParams, root: Path, item: Item, cfg: 
                      "data_wait_fraction": result.data_wait_fraction, "peak_memory_mb": result.peak_memory_mb}
         meta = {"policy": "vla", "strategy": item.strategy, "seed": item.seed, "normalization": params.normalization,
                 # what evaluation checks against the environment, at the top level (the full spec: "spec")
-                "cameras": list(params.cameras), "image_size": image_size, "action_dim": spec.action_dim,
+                "cameras": list(params.cameras), "image_size": spec.image_size, "action_dim": spec.action_dim,
                 "chunk": params.chunk, "proprio_dim": spec.proprio_dim,
-                "action_stats": stats_json(action_stats), "proprio_stats": stats_json(proprio_stats),
+                "action_stats": stats_json(action_stats), "proprio_stats": stats_json(setup.proprio_stats),
                 "augment": to_dict(params.augment), STRATEGY_SECTION: to_dict(cfg),
                 "vocabulary": list(added_tokens(spec)), "layout": dataclasses.asdict(layout),
                 "proprio_keys": list(data_meta.proprio_keys), "action_names": list(data_meta.action_space.names),
@@ -169,7 +112,7 @@ def check_item(path: Path, item: Item) -> None:
     """Before any work: every strategy name of the params file is registered and has its section, and an item of
     study.items reads the file its strategy's targets come from (the item's DVC dep)."""
     entry = load_study(path, STRATEGIES).items.get(item.name)
-    expected = targets_file(item.strategy).as_posix()
+    expected = item.reads().as_posix()
     if entry is not None and entry.reads != expected:
         raise ParamsError(str(path), [Problem(f"study.items.{item.name}.reads", entry.reads,
                                               f"is not what {item.strategy} reads", f"write {expected}")])

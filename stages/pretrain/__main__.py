@@ -25,7 +25,7 @@ from common.vla.evaluate import evaluate
 from common.vla.model import objective
 from common.vla.pretrained import save_pretrained_start
 from common.vla.prompt import prompt_text
-from common.vla.strategies import PlainCfg, every_latent_token
+from common.vla.strategies import every_latent_token, get_strategy
 from stages.pretrain import (CHECKPOINTS, CODE, DEMOS, METRICS, MODEL, OBJECTIVE, PLOTS, STAGE, Architecture, Params,
                              read_architecture, read_latent_meta)
 
@@ -71,8 +71,8 @@ def main(params: Params, arch: Architecture, latent_meta: dict[str, dict[str, An
     layout, backbone = model.layout, model.backbone
     prompt = lambda instruction: backbone.prompt_ids(  # noqa: E731
         prompt_text(instruction, arch.chunk, layout.placeholders), len(arch.cameras), image_size)
-    train_batches, val_batches = (Batches(s, prompt, backbone.tokenizer.pad_token_id, arch.chunk, "none", 0,
-                                          arch.augment) for s in (train_set, val_set))
+    train_batches, val_batches = (Batches(s, prompt, backbone.tokenizer.pad_token_id, arch.chunk, model.strategy,
+                                          layout, arch.augment) for s in (train_set, val_set))
     log.info("%s: %d tasks, %d training samples, %d held-out; vocabulary +%d tokens; %d parameters", STAGE,
              len(tasks), len(train_set), len(val_set), len(vocabulary), sum(p.numel() for p in model.parameters()))
 
@@ -85,8 +85,8 @@ def main(params: Params, arch: Architecture, latent_meta: dict[str, dict[str, An
                   root) as run:
         _, resume_step = latest_checkpoint(checkpoints, fingerprint, params.train.steps)
         curve = CurveRecorder(run, checkpoints / HISTORY, resume_step)
-        result = train(model, objective(PlainCfg(action_weight=1.0)), batch_at, params.train, checkpoints,
-                       fingerprint, curve)
+        loss = objective(get_strategy(STRATEGY).cfg(action_weight=1.0))
+        result = train(model, loss, batch_at, params.train, checkpoints, fingerprint, curve)
         metrics = evaluate(model, val_batches, params.eval.max_samples, params.eval.batch_size, action_stats,
                            arch.normalization)
         metrics.update(train_steps=result.steps, train_samples=len(train_set), tasks=len(tasks),
