@@ -24,8 +24,7 @@ import numpy as np
 
 from common.config import load_section
 from common.logs import setup_logging
-from common.sim import MetaWorldSim
-from common.tasks import CATEGORIES, task_info
+from common.simulators import get_simulator, task_info
 from common.tracking import TrackingParams
 from stages.collect import Params
 from stages.collect.__main__ import main as collect_main
@@ -33,14 +32,14 @@ from stages.collect.__main__ import main as collect_main
 
 def raw_rate(params: Params) -> tuple[float, int]:
     """Frames/s of expert + step + render in this process, over the layouts collect would use."""
-    from metaworld.policies import ENV_POLICY_MAP
-
+    simulator = get_simulator(params.simulator)
     frames, busy = 0, 0.0
     for task in params.tasks:
-        sim = MetaWorldSim(task, tuple(params.cameras), params.image_size)
+        sim = simulator.scene(task, tuple(params.cameras), params.image_size)
         for layout_id in range(params.demos_per_task):
             obs = sim.reset(sim.draw_layout(params.seed, "demos", layout_id))
-            policy = ENV_POLICY_MAP[task]()
+            policy = simulator.expert(task)
+            assert policy is not None, f"{simulator.name} has no expert for {task}"
             start = time.perf_counter()
             for _ in range(params.max_episode_steps):
                 sim.render()
@@ -61,11 +60,12 @@ def collect_rate(params: Params) -> tuple[float, int]:
         return metrics["steps"] / (time.perf_counter() - start), metrics["steps"]
 
 
-def default_tasks(tasks: list[str]) -> list[str]:
-    """The first task of each category (short, long_horizon, precision) in the study's list."""
+def default_tasks(simulator: str, tasks: list[str]) -> list[str]:
+    """The first task of each of the simulator's categories (e.g. short, long_horizon, precision) in the list."""
+    sim = get_simulator(simulator)
     chosen: list[str] = []
-    for category in CATEGORIES:
-        first = next((t for t in tasks if category in task_info(t).categories and t not in chosen), None)
+    for category in sim.categories:
+        first = next((t for t in tasks if category in task_info(sim, t).categories and t not in chosen), None)
         if first:
             chosen.append(first)
     return chosen
@@ -80,7 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     setup_logging()
     base = load_section(args.params, "collect", Params)
-    tasks = args.tasks or default_tasks(base.tasks)
+    tasks = args.tasks or default_tasks(base.simulator, base.tasks)
     demos = args.demos or base.demos_per_task + base.val_demos_per_task
     params = dataclasses.replace(
         base, tasks=tasks, demos_per_task=demos, val_demos_per_task=0, heldout_layouts_per_task=0,

@@ -35,7 +35,7 @@ from common.cli import load_stage_params
 from common.demos import DemoReader
 from common.logs import setup_logging
 from common.policy import META_FILE, Observation, Policy, is_builtin, register_loader
-from common.sim import MetaWorldSim
+from common.simulators import get_simulator
 from stages.evaluate import DEMOS, STAGE, Params
 
 TINY_LOADER = "tiny_conv"
@@ -97,17 +97,20 @@ def load_tiny_policy(directory: Path, meta: dict[str, Any]) -> Policy:
     return TinyConvPolicy(net, tuple(meta["cameras"]), int(meta["image_size"]))
 
 
-def raw_rate(tasks: tuple[str, ...], cameras: tuple[str, ...], image_size: int, steps: int, render_every: int) -> float:
+def raw_rate(simulator: str, tasks: tuple[str, ...], cameras: tuple[str, ...], image_size: int, steps: int,
+             render_every: int) -> float:
     """Steps/s of simulator steps with a render of `cameras` every `render_every` steps, random actions, one
     process."""
     rng = np.random.default_rng(0)
+    sims = get_simulator(simulator)
+    low, high = np.array(sims.action_space.low), np.array(sims.action_space.high)
     done, busy = 0, 0.0
     for task in tasks:
-        sim = MetaWorldSim(task, cameras, image_size)
+        sim = sims.scene(task, cameras, image_size)
         sim.reset(sim.draw_layout(0, "demos", 0))
         start = time.perf_counter()
         for step in range(steps):
-            sim.step(rng.uniform(-1, 1, 4))
+            sim.step(rng.uniform(low, high))
             if step % render_every == 0:
                 sim.render()
         busy += time.perf_counter() - start
@@ -174,7 +177,7 @@ def main() -> None:
     params, _ = load_stage_params(args.params, STAGE, Params)
     with DemoReader(DEMOS) as reader:
         meta = reader.meta
-    raw = raw_rate(meta.tasks, tuple(meta.cameras), meta.image_size[0], args.raw_steps, params.replan_every)
+    raw = raw_rate(meta.env, meta.tasks, tuple(meta.cameras), meta.image_size[0], args.raw_steps, params.replan_every)
     limit = raw * params.workers
     print(f"simulator limit: {raw:.1f} steps/s per process (render {len(meta.cameras)} cameras at "
           f"{meta.image_size[0]} px every {params.replan_every} steps) x {params.workers} workers = {limit:.1f}")

@@ -2,8 +2,9 @@
 
 A trained policy lives in a directory with a `meta.json` whose `"policy"` key names its loader; a stage that
 trains policies registers its loader here (`@register_loader("vla")`) and `load_policy(directory)` finds it.
-`expert` (Meta-World's scripted experts, reading the simulator state) and `random` are built-in names: they
-prove the harness, one scoring near 100%, the other near 0.
+`expert` (the simulator's scripted experts, reading its state) and `random` are built-in names, built for the
+simulator the evaluation runs (`load_policy(name, simulator)`): they prove the harness, one scoring near 100%, the
+other near 0.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 
 from common.cli import StageError
 from common.config import closest_name
-from common.sim import ACTION_SPACE
+from common.simulators import Simulator, get_simulator
 
 META_FILE = "meta.json"
 POLICY_KEY = "policy"  # meta.json key naming the loader
@@ -35,10 +36,10 @@ class Observation:
     """A batch of B environments at a re-plan step."""
 
     images: dict[str, np.ndarray]  # camera -> (B, H, W, 3) uint8, upright, exactly as collect stores them
-    proprio: np.ndarray  # (B, P) float32, common.sim.PROPRIO_KEYS order, as collect stores it
-    instructions: tuple[str, ...]  # common.tasks instruction per env
-    tasks: tuple[str, ...]  # Meta-World task name per env
-    states: np.ndarray  # (B, obs_dim) raw Meta-World observations (reference policies only)
+    proprio: np.ndarray  # (B, P) float32, the simulator's proprio_keys order, as collect stores it
+    instructions: tuple[str, ...]  # the simulator's instruction per env
+    tasks: tuple[str, ...]  # the simulator's task name per env
+    states: np.ndarray  # (B, obs_dim) the simulator's raw state observations (reference policies only)
 
     @property
     def batch(self) -> int:
@@ -62,7 +63,7 @@ class Policy(Protocol):
 # A loader builds a policy from its directory and the parsed meta.json.
 Loader = Callable[[Path, dict[str, Any]], Policy]
 _LOADERS: dict[str, Loader] = {}
-_BUILTINS: dict[str, Callable[[], Policy]] = {}
+_BUILTINS: dict[str, Callable[[Simulator], Policy]] = {}
 
 
 def register_loader(name: str) -> Callable[[Loader], Loader]:
@@ -121,11 +122,15 @@ def policy_meta(dir_or_name: str | Path) -> dict[str, Any]:
     return {POLICY_KEY: str(dir_or_name)} if is_builtin(dir_or_name) else read_policy_meta(_existing_dir(dir_or_name))
 
 
-def load_policy(dir_or_name: str | Path) -> Policy:
-    """A built-in policy by name, or a trained one from its directory (its meta.json names the loader)."""
+def load_policy(dir_or_name: str | Path, simulator: str | None = None) -> Policy:
+    """A built-in policy by name for `simulator` (required), or a trained one from its directory (its meta.json
+    names the loader)."""
     text = str(dir_or_name)
     if is_builtin(text):
-        return _BUILTINS[text]()
+        if simulator is None:
+            raise PolicyError(f"the built-in policy {text!r} acts in a simulator and none was named. Next step: "
+                              f"call load_policy({text!r}, simulator) with the dataset's env, e.g. 'metaworld'")
+        return _BUILTINS[text](get_simulator(simulator))
     directory = _existing_dir(dir_or_name)
     meta = read_policy_meta(directory)
     name = meta[POLICY_KEY]
@@ -183,24 +188,27 @@ def camera_images(obs: Observation, cameras: tuple[str, ...], image_size: int, w
 
 
 class ExpertPolicy:
-    """Meta-World's scripted expert for each environment's task, one step per call (it reads the state)."""
+    """The simulator's scripted expert for each environment's task, one step per call (it reads the state)."""
 
     chunk = 1
     cameras: tuple[str, ...] = ()
     image_size = 0
 
-    def __init__(self) -> None:
+    def __init__(self, simulator: Simulator) -> None:
+        self.simulator = simulator
         self._experts: dict[str, Any] = {}
-        self._low, self._high = np.array(ACTION_SPACE.low), np.array(ACTION_SPACE.high)
+        self._low, self._high = np.array(simulator.action_space.low), np.array(simulator.action_space.high)
 
     def act(self, obs: Observation) -> np.ndarray:
         """The expert's action for each environment, clipped to the action space: (B, 1, A)."""
-        from metaworld.policies import ENV_POLICY_MAP
-
         rows = []
         for task, state in zip(obs.tasks, obs.states):
             if task not in self._experts:
-                self._experts[task] = ENV_POLICY_MAP[task]()
+                expert = self.simulator.expert(task)
+                if expert is None:
+                    raise PolicyError(f"policy expert: simulator {self.simulator.name!r} has no scripted expert "
+                                      f"for task {task!r}. Next step: evaluate a trained policy on it instead")
+                self._experts[task] = expert
             rows.append(np.clip(self._experts[task].get_action(state), self._low, self._high))
         return np.stack(rows).astype(np.float32)[:, None]  # (B, 1, A)
 
@@ -212,16 +220,17 @@ class RandomPolicy:
     cameras: tuple[str, ...] = ()
     image_size = 0
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, simulator: Simulator, seed: int = 0) -> None:
         self.seed = seed
-        self._low, self._high = np.array(ACTION_SPACE.low), np.array(ACTION_SPACE.high)
+        self._dim = simulator.action_space.dim
+        self._low, self._high = np.array(simulator.action_space.low), np.array(simulator.action_space.high)
 
     def act(self, obs: Observation) -> np.ndarray:
         """(B, chunk, A) uniform in the action bounds."""
-        out = np.empty((obs.batch, self.chunk, ACTION_SPACE.dim), np.float32)
+        out = np.empty((obs.batch, self.chunk, self._dim), np.float32)
         for i, state in enumerate(obs.states):
             rng = np.random.default_rng([self.seed, zlib.crc32(np.ascontiguousarray(state).tobytes())])
-            out[i] = rng.uniform(self._low, self._high, (self.chunk, ACTION_SPACE.dim))
+            out[i] = rng.uniform(self._low, self._high, (self.chunk, self._dim))
         return out
 
 

@@ -86,6 +86,7 @@ def test_pretrain_lists_every_setting_it_reads_from_other_sections() -> None:
     assert own | set(shared_keys(Architecture).values()) | backbone | {
         "pretrain", "lam.model.codebook_size", "lam.model.codes_per_transition", "action_vq.model.quantizer",
         "action_vq.model.codebook_size", "action_vq.model.fsq_levels"} == pretrain
-    assert set(stages["collect_pretrain"]["params"]) == {"collect_pretrain", "collect.tasks", "collect.seed",
+    assert set(stages["collect_pretrain"]["params"]) == {"collect_pretrain", "collect.simulator", "collect.tasks",
+                                                         "collect.seed",
                                                          "collect.cameras", "collect.image_size",
                                                          "collect.max_episode_steps"}

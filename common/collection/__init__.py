@@ -1,7 +1,8 @@
-"""Scripted-expert demonstrations: roll out Meta-World's experts and write the successful episodes to a file.
+"""Scripted-expert demonstrations: roll out a simulator's experts and write the successful episodes to a file.
 
 Shared by the stages that collect demonstrations (`collect` for the study's tasks, `collect_pretrain` for the
-MT50 tasks outside them); each stage owns its params section, output paths and tracking run.
+simulator's tasks outside them); each stage owns its params section, output paths and tracking run. Which
+simulator (common/simulators) is a params value, recorded in the dataset as its `env`.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ from common.collection.rollout import Job, SimSpec, TaskTally, collect_attempts,
 from common.config import Problem
 from common.demos import DatasetMeta, DemoWriter
 from common.logs import progress
-from common.sim import ACTION_SPACE, CAMERAS, MAX_EPISODE_STEPS, PROPRIO_DIM, PROPRIO_KEYS, env_version
-from common.tasks import MT50, task_info
+from common.simulators import get_simulator, known_simulators, task_info
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,8 @@ class CollectionError(RuntimeError):
 class CollectParams:
     """What to collect (the `collect` section of params.yaml; `collect_pretrain` builds one from its own)."""
 
-    tasks: list[str]  # Meta-World MT50 names, e.g. drawer-open-v3
+    simulator: str  # a simulator in common/simulators, e.g. metaworld
+    tasks: list[str]  # the simulator's task names, e.g. drawer-open-v3
     demos_per_task: int  # successful training episodes per task, each on its own layout
     val_demos_per_task: int  # further episodes per task on other layouts, split "val" for held-out metrics
     heldout_layouts_per_task: int  # layouts never demonstrated, recorded for evaluation
@@ -46,12 +47,15 @@ class CollectParams:
 
     def problems(self) -> list[Problem]:
         """Range and consistency checks beyond the types."""
+        try:
+            sim = get_simulator(self.simulator)
+        except ValueError:
+            return [Problem("simulator", self.simulator, "names no simulator", f"use one of {known_simulators()}")]
         out = []
         for i, task in enumerate(self.tasks):
-            if task not in MT50:
-                out.append(
-                    Problem(f"tasks[{i}]", task, "not a Meta-World MT50 task", "use a name from common/tasks.py")
-                )
+            if task not in sim.tasks:
+                out.append(Problem(f"tasks[{i}]", task, f"not a {sim.name} task",
+                                   f"use a task of common/simulators/{sim.name}"))
         if len(set(self.tasks)) != len(self.tasks):
             out.append(Problem("tasks", self.tasks, "lists a task twice", "list each task once"))
         if not self.tasks:
@@ -68,14 +72,15 @@ class CollectParams:
                 Problem("max_attempts_per_task", self.max_attempts_per_task, f"is below the {needed} demos needed",
                         f"allow at least {needed} (about 1.5x that leaves room for expert failures)")
             )
-        if self.max_episode_steps > MAX_EPISODE_STEPS:
+        if self.max_episode_steps > sim.max_episode_steps:
             out.append(
-                Problem("max_episode_steps", self.max_episode_steps, f"Meta-World stops at {MAX_EPISODE_STEPS}",
-                        f"use {MAX_EPISODE_STEPS} or less")
+                Problem("max_episode_steps", self.max_episode_steps, f"{sim.name} stops at {sim.max_episode_steps}",
+                        f"use {sim.max_episode_steps} or less")
             )
         for i, camera in enumerate(self.cameras):
-            if camera not in CAMERAS:
-                out.append(Problem(f"cameras[{i}]", camera, "not a Meta-World camera", f"use one of {list(CAMERAS)}"))
+            if camera not in sim.cameras:
+                out.append(Problem(f"cameras[{i}]", camera, f"not a {sim.name} camera",
+                                   f"use one of {list(sim.cameras)}"))
         if len(set(self.cameras)) != len(self.cameras) or not self.cameras:
             out.append(Problem("cameras", self.cameras, "must be non-empty and distinct", "e.g. [corner, gripperPOV]"))
         return out
@@ -84,23 +89,24 @@ class CollectParams:
 def dataset_meta(params: CollectParams, heldout: dict[str, list[dict[str, Any]]], rate_hz: float,
                  code_version: str) -> DatasetMeta:
     """The file-level metadata that downstream stages read instead of retyping settings."""
+    sim = get_simulator(params.simulator)
     return DatasetMeta(
-        env="metaworld",
-        env_version=env_version(),
+        env=sim.name,
+        env_version=sim.version(),
         cameras=tuple(params.cameras),
         image_size=(params.image_size, params.image_size),
         image_origin="upright",
-        action_space=ACTION_SPACE,
-        proprio_keys=PROPRIO_KEYS,
-        proprio_dim=PROPRIO_DIM,
+        action_space=sim.action_space,
+        proprio_keys=sim.proprio_keys,
+        proprio_dim=sim.proprio_dim,
         control_hz=rate_hz,
         collection_seed=params.seed,
         code_version=code_version,
         tasks=tuple(params.tasks),
         heldout_layouts=heldout,
         extra={
-            "instructions": {t: task_info(t).instruction for t in params.tasks},
-            "categories": {t: list(task_info(t).categories) for t in params.tasks},
+            "instructions": {t: task_info(sim, t).instruction for t in params.tasks},
+            "categories": {t: list(task_info(sim, t).categories) for t in params.tasks},
             "split_rule": "per task, the first demos_per_task successes (by layout id) are train, the rest val",
         },
     )
@@ -146,7 +152,7 @@ def collect_demos(params: CollectParams, demos_path: Path, code_version: str,
     for stale in remove_stale_partials(demos_path):
         log.info("removed %s left by a killed run", stale)
     needed = params.demos_per_task + params.val_demos_per_task
-    specs = {task: SimSpec(task, tuple(params.cameras), params.image_size) for task in params.tasks}
+    specs = {task: SimSpec(params.simulator, task, tuple(params.cameras), params.image_size) for task in params.tasks}
     tallies = {task: TaskTally() for task in params.tasks}
     used_layouts: dict[str, list[np.ndarray]] = {task: [] for task in params.tasks}
     make_job = lambda task, layout_id: Job(specs[task], layout_id, params.max_episode_steps, params.seed)  # noqa: E731

@@ -17,14 +17,14 @@ from typing import Callable, Iterator
 import numpy as np
 
 from common.demos.schema import Episode
-from common.sim import ACTION_SPACE, PROPRIO_KEYS, MetaWorldSim
-from common.tasks import task_info
+from common.simulators import Scene, get_simulator, task_info
 
 
 @dataclasses.dataclass(frozen=True)
 class SimSpec:
-    """Which simulator a worker needs: a task rendered by some cameras at some size."""
+    """Which scene a worker needs: a simulator's task rendered by some cameras at some size."""
 
+    simulator: str  # a name `common.simulators.get_simulator` knows
     task: str
     cameras: tuple[str, ...]
     image_size: int
@@ -41,7 +41,7 @@ class Job:
 
     @property
     def task(self) -> str:
-        """The task's MT50 name."""
+        """The task's name in its simulator."""
         return self.sim.task
 
 
@@ -66,7 +66,7 @@ class TaskFacts:
 
 # Per worker process: one simulator per task, built on first use and kept, since building one (model compile
 # plus a GL context) costs about a second.
-_sims: dict[SimSpec, MetaWorldSim] = {}
+_sims: dict[SimSpec, Scene] = {}
 
 
 def _close_simulators() -> None:
@@ -75,13 +75,13 @@ def _close_simulators() -> None:
     _sims.clear()
 
 
-def _simulator(spec: SimSpec) -> MetaWorldSim:
+def _simulator(spec: SimSpec) -> Scene:
     if not _sims:
         # Close GL contexts while the process is still whole: EGL objects finalised during interpreter
         # teardown raise noisy errors.
         multiprocessing.util.Finalize(None, _close_simulators, exitpriority=100)
     if spec not in _sims:
-        _sims[spec] = MetaWorldSim(spec.task, spec.cameras, spec.image_size)
+        _sims[spec] = get_simulator(spec.simulator).scene(spec.task, spec.cameras, spec.image_size)
     return _sims[spec]
 
 
@@ -97,16 +97,17 @@ def probe_task(spec: SimSpec, seed: int, heldout: int) -> TaskFacts:
 
 def run_expert(job: Job) -> Attempt:
     """Roll out the scripted expert on one layout, recording (observation, action) until success."""
-    from metaworld.policies import ENV_POLICY_MAP
-
     warnings.filterwarnings("ignore", message="Constant\\(s\\) may be too high")  # the env clips by design
+    simulator = get_simulator(job.sim.simulator)
     sim = _simulator(job.sim)
     layout = sim.draw_layout(job.seed, "demos", job.layout_id)
     obs = sim.reset(layout)
-    policy = ENV_POLICY_MAP[job.task]()
-    low, high = np.array(ACTION_SPACE.low), np.array(ACTION_SPACE.high)
+    policy = simulator.expert(job.task)
+    if policy is None:
+        raise ValueError(f"simulator {simulator.name!r} has no scripted expert for {job.task!r}; collect needs one")
+    low, high = np.array(simulator.action_space.low), np.array(simulator.action_space.high)
     frames: dict[str, list[np.ndarray]] = {c: [] for c in job.sim.cameras}
-    proprio: dict[str, list[np.ndarray]] = {k: [] for k in PROPRIO_KEYS}
+    proprio: dict[str, list[np.ndarray]] = {k: [] for k in simulator.proprio_keys}
     actions, success_flags = [], []
     success = False
     for _ in range(job.max_steps):
@@ -127,7 +128,7 @@ def run_expert(job: Job) -> Attempt:
     dones[-1] = True
     episode = Episode(
         task=job.task,
-        instruction=task_info(job.task).instruction,
+        instruction=task_info(simulator, job.task).instruction,
         layout_id=job.layout_id,
         layout=layout,
         split="train",  # decided by the scheduler, which knows how many successes came before

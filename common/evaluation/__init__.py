@@ -1,1 +1,1 @@
-"""Closed-loop evaluation in Meta-World: suites, visual shifts, rollout workers, success statistics, videos."""
+"""Closed-loop evaluation in a simulator (common/simulators): suites, rollout workers, success statistics, videos."""

@@ -29,7 +29,7 @@ class SuiteParams:
 
     name: str
     layouts: LayoutSource
-    visual_shift: float | None  # severity in [0, 1] of the scene edits (common/evaluation/shift.py); null: none
+    visual_shift: float | None  # severity in [0, 1] of the scene edits (the simulator's shift_appearance); null: none
     episodes_per_task: int  # each on its own layout: at most as many as the source has
 
     def problems(self) -> list[Problem]:
@@ -79,7 +79,7 @@ def task_categories(meta: DatasetMeta, declared: list[str], source: Path) -> dic
         if not categories or undeclared:
             raise StageError(f"{source}: task {task!r} has categories {list(categories)}; every task needs at least "
                              f"one and only declared ones ({declared}). Next step: add them to evaluate.categories "
-                             "or fix common/tasks.py and rerun collect")
+                             "or fix the simulator's task table (common/simulators/<env>) and rerun collect")
         out[task] = categories
     return out
 

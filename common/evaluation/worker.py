@@ -18,8 +18,7 @@ import warnings
 
 import numpy as np
 
-from common.evaluation.shift import VisualShift
-from common.sim import ACTION_SPACE, PROPRIO_KEYS, ROTATED_180, MetaWorldSim
+from common.simulators import Scene, get_simulator
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,8 +40,9 @@ class EpisodeSpec:
 
 @dataclasses.dataclass(frozen=True)
 class SimSettings:
-    """What every simulator of one evaluation renders and how long an episode may run."""
+    """Which simulator an evaluation runs, what its scenes render and how long an episode may run."""
 
+    simulator: str  # a name `common.simulators.get_simulator` knows (the dataset's `env`)
     policy_cameras: tuple[str, ...]  # rendered at each re-plan
     video_camera: str
     image_size: int
@@ -75,7 +75,7 @@ class Report:
 
     lane: Lane
     done: bool
-    state: np.ndarray | None = None  # (obs_dim,) raw Meta-World observation
+    state: np.ndarray | None = None  # (obs_dim,) the simulator's raw state observation
     proprio: np.ndarray | None = None  # (P,) float32
     images: dict[str, np.ndarray] | None = None  # camera -> (H, W, 3) uint8, upright
     success: bool = False
@@ -86,27 +86,10 @@ class Report:
     frames: list[np.ndarray] | None = None  # video frames, video episodes only
 
 
-class EvalSim(MetaWorldSim):
-    """A Meta-World simulator that renders any subset of its cameras, with a visual-shift editor."""
-
-    def __init__(self, task: str, cameras: tuple[str, ...], image_size: int):
-        super().__init__(task, cameras, image_size)
-        self.shift = VisualShift(self.env.model)
-
-    def render_views(self, cameras: tuple[str, ...]) -> dict[str, np.ndarray]:
-        """Upright (H, W, 3) uint8 images of the given cameras only."""
-        images = {}
-        for camera in cameras:
-            self._renderer.update_scene(self.env.data, camera=camera)
-            frame = self._renderer.render()
-            images[camera] = frame[::-1, ::-1].copy() if camera in ROTATED_180 else frame
-        return images
-
-
 @dataclasses.dataclass
 class _Episode:
     spec: EpisodeSpec
-    sim: EvalSim
+    sim: Scene
     steps: int = 0
     frames: list[np.ndarray] | None = None
 
@@ -117,9 +100,11 @@ class WorkerState:
     def __init__(self, settings: SimSettings):
         self.settings = settings
         self.cameras = tuple(dict.fromkeys((*settings.policy_cameras, settings.video_camera)))
-        self.sims: dict[Lane, EvalSim] = {}
+        self.simulator = get_simulator(settings.simulator)
+        self.sims: dict[Lane, Scene] = {}
         self.episodes: dict[Lane, _Episode] = {}
-        self._low, self._high = np.array(ACTION_SPACE.low), np.array(ACTION_SPACE.high)
+        self._low = np.array(self.simulator.action_space.low)
+        self._high = np.array(self.simulator.action_space.high)
         warnings.filterwarnings("ignore", message="Constant\\(s\\) may be too high")  # the env clips by design
 
     def handle(self, ops: list[Start | Run]) -> list[Report]:
@@ -129,12 +114,12 @@ class WorkerState:
     def _start(self, op: Start) -> Report:
         spec = op.spec
         if op.lane not in self.sims:
-            self.sims[op.lane] = EvalSim(spec.task, self.cameras, self.settings.image_size)
+            self.sims[op.lane] = self.simulator.scene(spec.task, self.cameras, self.settings.image_size)
         sim = self.sims[op.lane]
         episode = _Episode(spec, sim, frames=[] if spec.video else None)
         self.episodes[op.lane] = episode
         try:
-            sim.shift.apply(spec.visual_shift, spec.seed)
+            sim.shift_appearance(spec.visual_shift, spec.seed)
             state = sim.reset(np.asarray(spec.layout))
         except Exception as exc:  # noqa: BLE001 - a simulator failure ends this episode, not the evaluation
             return self._end(op.lane, False, None, "error", f"reset failed: {type(exc).__name__}: {exc}")
@@ -162,12 +147,12 @@ class WorkerState:
 
     def _video_frame(self, episode: _Episode) -> None:
         if episode.frames is not None:
-            episode.frames.append(episode.sim.render_views((self.settings.video_camera,))[self.settings.video_camera])
+            episode.frames.append(episode.sim.render((self.settings.video_camera,))[self.settings.video_camera])
 
     def _observe(self, lane: Lane, state: np.ndarray) -> Report:
         sim = self.episodes[lane].sim
-        proprio = np.concatenate([sim.proprio(state)[k] for k in PROPRIO_KEYS]).astype(np.float32)
-        images = sim.render_views(self.settings.policy_cameras)
+        proprio = np.concatenate([sim.proprio(state)[k] for k in self.simulator.proprio_keys]).astype(np.float32)
+        images = sim.render(self.settings.policy_cameras)
         return Report(lane, False, state=np.asarray(state), proprio=proprio, images=images)
 
     def _end(self, lane: Lane, success: bool, at: int | None, failure: str | None, error: str | None) -> Report:

@@ -1,4 +1,5 @@
-"""`collect`: roll out Meta-World's scripted experts and store the successful episodes as demonstrations."""
+"""`collect`: roll out the simulator's scripted experts (`collect.simulator`) and store the successful episodes as
+demonstrations."""
 
 from __future__ import annotations
 
@@ -14,4 +15,6 @@ METRICS = Path("metrics/collect.json")  # small, tracked in git
 OUTS = (DEMOS,)
 # The code this stage's output depends on: dvc.yaml lists the same paths as deps, and the dataset records
 # their fingerprint as its code version.
-CODE = ("common/collection", "common/cpu.py", "common/demos", "common/sim.py", "common/tasks.py", "stages/collect")
+CODE = ("common/collection", "common/cpu.py", "common/demos", "common/simulators/__init__.py",
+        "common/simulators/metaworld/__init__.py", "common/simulators/metaworld/scene.py",
+        "common/simulators/metaworld/tasks.py", "stages/collect")

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 def main(params: Params, study: CollectParams, tracking: TrackingParams, root: Path = Path(".")) -> dict[str, Any]:
-    """Collect demonstrations of every MT50 task outside the study, then write the dataset and the metrics file."""
+    """Collect demonstrations of every simulator task outside the study, then write the dataset and metrics file."""
     chosen, problems = collection(params, study)
     if problems:
         raise ParamsError(f"{STAGE} (with {STUDY_SECTION})", problems)

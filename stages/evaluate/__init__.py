@@ -1,4 +1,6 @@
-"""`evaluate`: run a policy closed-loop in Meta-World on the evaluation suites and score its success."""
+"""`evaluate`: run a policy closed-loop in the study's simulator on the evaluation suites and score its success.
+
+The simulator is the one collect recorded as the dataset's `env` (common/simulators), never retyped here."""
 
 from __future__ import annotations
 
@@ -7,8 +9,7 @@ from pathlib import Path
 
 from common.config import Problem
 from common.evaluation.suites import SuiteParams
-from common.sim import MAX_EPISODE_STEPS
-from common.tasks import CATEGORIES
+from common.simulators import Simulator
 
 STAGE = "evaluate"
 DEMOS = Path("data/collect/demos.hdf5")  # input: layouts, tasks, cameras, image size from the collect stage
@@ -17,8 +18,8 @@ METRICS_DIR = Path("metrics/evaluate")  # metrics/evaluate/<name>.json
 EPISODES_FILE, META_FILE, VIDEOS_DIR = "episodes.jsonl", "meta.json", "videos"
 INPUTS = (DEMOS,)
 # common/vla: the `vla` policy loader and its inference code (common/policy.py imports it on demand)
-CODE = ("common/convstem.py", "common/cpu.py", "common/evaluation", "common/policy.py", "common/sim.py",
-        "common/vla", "stages/evaluate")
+CODE = ("common/convstem.py", "common/cpu.py", "common/evaluation", "common/policy.py",
+        "common/simulators/__init__.py", "common/simulators/metaworld", "common/vla", "stages/evaluate")
 
 
 def results_dir(name: str) -> Path:
@@ -47,11 +48,11 @@ class Item:
 
 @dataclasses.dataclass(frozen=True)
 class Params:
-    """The `evaluate` section of params.yaml. Tasks, cameras, image size and control rate come from the
+    """The `evaluate` section of params.yaml. Simulator, tasks, cameras, image size and control rate come from the
     collect metadata; the policy's chunk, cameras and image size from the policy itself."""
 
     suites: list[SuiteParams]
-    categories: list[str]  # the declared task categories; every evaluated task must belong to some of them
+    categories: list[str]  # the declared task categories (the simulator's); every evaluated task must be in some
     replan_every: int  # steps of each action chunk executed open-loop before re-planning (capped at the chunk)
     max_steps: int  # step limit per episode (timeout)
     parallel_episodes: int  # episodes advanced together; their observations form one policy batch
@@ -69,16 +70,19 @@ class Params:
             out.append(Problem("suites", names, "must be non-empty with distinct names", "name each suite once"))
         for i, suite in enumerate(self.suites):
             out += [dataclasses.replace(p, field=f"suites[{i}].{p.field}") for p in suite.problems()]
-        for i, category in enumerate(self.categories):
-            if category not in CATEGORIES:
-                out.append(Problem(f"categories[{i}]", category, "unknown category", f"use some of {CATEGORIES}"))
         for name in ("replan_every", "max_steps", "parallel_episodes", "video_fps"):
             if getattr(self, name) < 1:
                 out.append(Problem(name, getattr(self, name), "must be at least 1", "use a positive integer"))
         for name in ("workers", "threads", "videos_per_task"):
             if getattr(self, name) < 0:
                 out.append(Problem(name, getattr(self, name), "must not be negative", "use 0 or more"))
-        if self.max_steps > MAX_EPISODE_STEPS:
-            out.append(Problem("max_steps", self.max_steps, f"Meta-World stops at {MAX_EPISODE_STEPS}",
-                               f"use {MAX_EPISODE_STEPS} or less"))
+        return out
+
+    def simulator_problems(self, sim: Simulator) -> list[Problem]:
+        """Checks against the simulator the dataset was collected in (known once collect's metadata is read)."""
+        out = [Problem(f"categories[{i}]", c, f"not a {sim.name} category", f"use some of {sim.categories}")
+               for i, c in enumerate(self.categories) if c not in sim.categories]
+        if self.max_steps > sim.max_episode_steps:
+            out.append(Problem("max_steps", self.max_steps, f"{sim.name} stops at {sim.max_episode_steps}",
+                               f"use {sim.max_episode_steps} or less"))
         return out

@@ -11,8 +11,8 @@ from typing import Any
 import torch
 
 from common.atomic import atomic_dir, remove_stale_partials, write_json
-from common.cli import run_stage
-from common.config import to_dict
+from common.cli import StageError, run_stage
+from common.config import ParamsError, to_dict
 from common.demos import DatasetMeta, DemoReader
 from common.evaluation.metrics import summarize
 from common.evaluation.rollout import EpisodeResult, RolloutStats, run_episodes
@@ -22,6 +22,7 @@ from common.evaluation.worker import SimSettings
 from common.logs import progress
 from common.policy import POLICY_KEY, Policy, PolicyError, is_builtin, load_policy, policy_meta
 from common.provenance import code_fingerprint, file_sha256
+from common.simulators import get_simulator
 from common.tracking import StageRun, TrackingParams
 from stages.evaluate import (
     CODE,
@@ -108,15 +109,22 @@ def main(params: Params, tracking: TrackingParams, root: Path, item: Item) -> di
         log.info("removed %s left by a killed run", stale)
     with DemoReader(root / DEMOS) as reader:
         data, layouts = reader.meta, read_layouts(reader)
+    try:
+        simulator = get_simulator(data.env)
+    except ValueError as exc:
+        raise StageError(f"{root / DEMOS}: env = {data.env!r}: {exc}") from exc
+    problems = params.simulator_problems(simulator)
+    if problems:
+        raise ParamsError(f"{STAGE} (with the {simulator.name} simulator of {root / DEMOS})", problems)
     dataset_hash = file_sha256(root / DEMOS)
     where = item.policy if is_builtin(item.policy) else str(root / item.policy)
     meta = policy_meta(where)
     check_policy_meta(meta, data, dataset_hash, where)
-    policy = load_policy(where)
+    policy = load_policy(where, simulator.name)
     check_policy_fits(policy, data, where)
     categories = task_categories(data, params.categories, root / DEMOS)
     plan = plan_episodes(params.suites, data, layouts, categories, params.seed, params.videos_per_task, root / DEMOS)
-    settings = SimSettings(policy_cameras=tuple(policy.cameras), video_camera=data.cameras[0],
+    settings = SimSettings(simulator=simulator.name, policy_cameras=tuple(policy.cameras), video_camera=data.cameras[0],
                            image_size=data.image_size[0], max_steps=params.max_steps,
                            video_stride=max(1, round(data.control_hz / params.video_fps)))
     log.info("evaluating %s: %d episodes (%d tasks, suites %s), chunk %d, re-plan every %d steps", where, len(plan),

@@ -14,11 +14,14 @@ from common.evaluation.metrics import summarize, wilson
 from common.evaluation.rollout import run_episodes
 from common.evaluation.suites import SuiteParams, episode_seed, plan_episodes, task_categories
 from common.evaluation.video import write_gif
-from common.evaluation.worker import EvalSim, SimSettings
+from common.evaluation.worker import SimSettings
 from common.policy import load_policy
-from common.sim import ACTION_SPACE, PROPRIO_KEYS, MetaWorldSim, sample_layout
+from common.simulators import Scene, get_simulator
+from common.simulators.metaworld import ACTION_SPACE, PROPRIO_KEYS
+from common.simulators.metaworld.scene import sample_layout
 
 TASKS = ("drawer-open-v3", "button-press-topdown-v3")
+METAWORLD = get_simulator("metaworld")
 
 
 def test_wilson_matches_known_values() -> None:
@@ -49,16 +52,14 @@ def test_summarize_counts_a_task_in_each_of_its_categories() -> None:
 
 
 @pytest.fixture(scope="module")
-def sim() -> EvalSim:
-    sim = EvalSim("drawer-open-v3", ("corner", "gripperPOV"), 32)
+def sim() -> Scene:
+    sim = METAWORLD.scene("drawer-open-v3", ("corner", "gripperPOV"), 32)
     yield sim
     sim.close()
 
 
-def expert_rollout(sim: EvalSim, layout: np.ndarray, steps: int) -> tuple[np.ndarray, bool]:
-    from metaworld.policies import ENV_POLICY_MAP
-
-    expert, state, success, states = ENV_POLICY_MAP[sim.task](), sim.reset(layout), False, []
+def expert_rollout(sim: Scene, layout: np.ndarray, steps: int) -> tuple[np.ndarray, bool]:
+    expert, state, success, states = METAWORLD.expert(sim.task), sim.reset(layout), False, []
     for _ in range(steps):
         state, success, _ = sim.step(np.clip(expert.get_action(state), -1, 1))
         states.append(state)
@@ -67,16 +68,16 @@ def expert_rollout(sim: EvalSim, layout: np.ndarray, steps: int) -> tuple[np.nda
     return np.array(states), success
 
 
-def test_visual_shift_changes_pixels_but_not_physics(sim: EvalSim) -> None:
+def test_visual_shift_changes_pixels_but_not_physics(sim: Scene) -> None:
     layout = sample_layout("drawer-open-v3", 0, "demos", 0)
-    sim.shift.apply(None, 0)
+    sim.shift_appearance(None, 0)
     sim.reset(layout)
-    plain = sim.render_views(("corner", "gripperPOV"))
+    plain = sim.render(("corner", "gripperPOV"))
     plain_states, plain_success = expert_rollout(sim, layout, 200)
 
-    sim.shift.apply(0.8, seed=7)
+    sim.shift_appearance(0.8, seed=7)
     sim.reset(layout)
-    shifted = sim.render_views(("corner", "gripperPOV"))
+    shifted = sim.render(("corner", "gripperPOV"))
     for camera in plain:
         diff = np.abs(shifted[camera].astype(int) - plain[camera].astype(int)).mean()
         assert diff > 5, f"{camera}: a severity-0.8 shift changed the image by only {diff:.2f} grey levels"
@@ -84,26 +85,26 @@ def test_visual_shift_changes_pixels_but_not_physics(sim: EvalSim) -> None:
     assert plain_success and shifted_success
     np.testing.assert_array_equal(plain_states, shifted_states)  # the expert reads state: same trajectory
 
-    sim.shift.apply(0.8, seed=8)
+    sim.shift_appearance(0.8, seed=8)
     sim.reset(layout)
-    assert not np.array_equal(sim.render_views(("corner",))["corner"], shifted["corner"])  # seeded, per episode
-    sim.shift.apply(None, 0)  # restoring gives back the collected scene exactly
+    assert not np.array_equal(sim.render(("corner",))["corner"], shifted["corner"])  # seeded, per episode
+    sim.shift_appearance(None, 0)  # restoring gives back the collected scene exactly
     sim.reset(layout)
-    for camera, image in sim.render_views(("corner", "gripperPOV")).items():
+    for camera, image in sim.render(("corner", "gripperPOV")).items():
         np.testing.assert_array_equal(image, plain[camera])
 
 
-def test_policy_images_are_exactly_what_collect_records(sim: EvalSim) -> None:
+def test_policy_images_are_exactly_what_collect_records(sim: Scene) -> None:
     layout = sample_layout("drawer-open-v3", 0, "demos", 3)
-    collect_sim = MetaWorldSim("drawer-open-v3", ("corner", "gripperPOV"), 32)  # the renderer collect uses
+    collect_sim = METAWORLD.scene("drawer-open-v3", ("corner", "gripperPOV"), 32)  # the renderer collect uses
     try:
         collect_sim.reset(layout)
         recorded = collect_sim.render()
     finally:
         collect_sim.close()
-    sim.shift.apply(None, 0)
+    sim.shift_appearance(None, 0)
     sim.reset(layout)
-    for camera, image in sim.render_views(("gripperPOV", "corner")).items():
+    for camera, image in sim.render(("gripperPOV", "corner")).items():
         np.testing.assert_array_equal(image, recorded[camera])  # upright, same size, same pixels
 
 
@@ -145,13 +146,15 @@ def test_expert_succeeds_and_random_fails_closed_loop() -> None:
     meta, layouts = dataset_meta(), layouts_for(2, 0)
     plan = plan_episodes([SuiteParams("seen", "train", None, 2)], meta, layouts, {t: ("short",) for t in TASKS}, 0,
                          1, Path("d"))
-    settings = SimSettings(policy_cameras=(), video_camera="corner", image_size=32, max_steps=200, video_stride=4)
-    expert = run_episodes(load_policy("expert"), plan, settings, 8, 4, 0, 4)
+    settings = SimSettings(simulator="metaworld", policy_cameras=(), video_camera="corner", image_size=32,
+                           max_steps=200, video_stride=4)
+    expert = run_episodes(load_policy("expert", "metaworld"), plan, settings, 8, 4, 0, 4)
     assert all(r.success and r.failure is None and r.steps == r.steps_to_success for r in expert)
     assert [r.spec.index for r in expert] == list(range(len(plan)))
     video = expert[0].frames
     assert video and len(video) == expert[0].steps // 4 + 1 + (expert[0].steps % 4 > 0)
-    random = run_episodes(load_policy("random"), plan, dataclasses.replace(settings, max_steps=80), 8, 4, 0, 4)
+    random = run_episodes(load_policy("random", "metaworld"), plan, dataclasses.replace(settings, max_steps=80), 8, 4,
+                          0, 4)
     assert not any(r.success for r in random) and all(r.failure == "timeout" and r.steps == 80 for r in random)
 
 

@@ -51,14 +51,16 @@ def write_policy(directory: Path, meta: object, weights: bytes | None = None) ->
 
 
 def test_builtins_load_by_name_and_unknown_names_suggest_the_closest() -> None:
-    assert load_policy("expert").chunk == 1 and load_policy("random").cameras == ()
+    assert load_policy("expert", "metaworld").chunk == 1 and load_policy("random", "metaworld").cameras == ()
     assert policy_meta("random") == {"policy": "random"}
     with pytest.raises(PolicyError, match="did you mean 'expert'"):
         load_policy("expret")
+    with pytest.raises(PolicyError, match="none was named"):
+        load_policy("expert")
 
 
 def test_expert_acts_per_task_within_bounds() -> None:
-    from common.sim import draw_layout, make_env
+    from common.simulators.metaworld.scene import draw_layout, make_env
 
     def state(task: str) -> np.ndarray:
         env = make_env(task)
@@ -66,13 +68,13 @@ def test_expert_acts_per_task_within_bounds() -> None:
         return env.reset()[0]
 
     states = np.stack([state(t) for t in ("drawer-open-v3", "reach-v3")])
-    actions = load_policy("expert").act(observation(states, ("drawer-open-v3", "reach-v3")))
+    actions = load_policy("expert", "metaworld").act(observation(states, ("drawer-open-v3", "reach-v3")))
     assert actions.shape == (2, 1, 4) and actions.dtype == np.float32
     assert np.abs(actions).max() <= 1.0 and not np.array_equal(actions[0], actions[1])
 
 
 def test_random_policy_depends_on_each_state_not_on_the_batch() -> None:
-    policy = load_policy("random")
+    policy = load_policy("random", "metaworld")
     states = np.random.default_rng(0).normal(size=(3, 39))
     together = policy.act(observation(states, ("reach-v3",) * 3))
     alone = policy.act(observation(states[1:2], ("reach-v3",)))

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.sim import MetaWorldSim, sample_layout
+from common.simulators.metaworld.scene import MetaWorldSim, sample_layout
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -50,7 +50,8 @@ def test_the_evaluation_renders_in_a_shell_without_mujoco_settings() -> None:
     first (the visual shift imports mujoco); rendering must still pick the headless back-end."""
     env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "PYOPENGL_PLATFORM")}
     code = ("import common.evaluation.worker\n"
-            "from common.sim import MetaWorldSim, sample_layout\n"
+            "import common.simulators.metaworld.shift\n"
+            "from common.simulators.metaworld.scene import MetaWorldSim, sample_layout\n"
             "sim = MetaWorldSim('drawer-open-v3', ('corner',), 32)\n"
             "sim.reset(sample_layout('drawer-open-v3', 0, 'demos', 0))\n"
             "print(sim.render()['corner'].shape)\n")

@@ -4,7 +4,8 @@ import pytest
 from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 from metaworld.policies import ENV_POLICY_MAP
 
-from common.tasks import CATEGORIES, MT50, task_info
+from common.simulators import get_simulator, task_info
+from common.simulators.metaworld.tasks import CATEGORIES, MT50
 
 
 def test_every_mt50_task_has_an_instruction_categories_and_an_expert() -> None:
@@ -17,4 +18,4 @@ def test_every_mt50_task_has_an_instruction_categories_and_an_expert() -> None:
 
 def test_unknown_task_suggests_the_closest_name() -> None:
     with pytest.raises(ValueError, match="Did you mean 'drawer-open-v3'"):
-        task_info("drawer-opne-v3")
+        task_info(get_simulator("metaworld"), "drawer-opne-v3")

@@ -21,6 +21,7 @@ from stages.collect.__main__ import main
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = {
+    "simulator": "metaworld",
     "tasks": ["drawer-open-v3", "button-press-topdown-v3"],
     "demos_per_task": 2,
     "val_demos_per_task": 1,

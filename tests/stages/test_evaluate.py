@@ -16,13 +16,15 @@ from common.config import ParamsError, from_dict
 from common.demos import DatasetMeta, DemoWriter, Episode
 from common.evaluation.metrics import wilson
 from common.policy import Observation, register_loader
-from common.sim import ACTION_SPACE, PROPRIO_KEYS, sample_layout
-from common.tasks import task_info
+from common.simulators import get_simulator, task_info
+from common.simulators.metaworld import ACTION_SPACE, PROPRIO_KEYS
+from common.simulators.metaworld.scene import sample_layout
 from common.tracking import TrackingParams
 from stages.evaluate import DEMOS, EPISODES_FILE, META_FILE, VIDEOS_DIR, Item, Params, metrics_path, results_dir
 from stages.evaluate.__main__ import main
 
 REPO = Path(__file__).resolve().parents[2]
+METAWORLD = get_simulator("metaworld")
 TASKS = ("drawer-open-v3", "button-press-topdown-v3")
 SIZE = 32
 OFF = TrackingParams(enabled=False, uri="", experiment="test")
@@ -56,15 +58,15 @@ def write_layout_dataset(path: Path, train: int = 2, heldout: int = 2) -> Path:
         control_hz=80.0, collection_seed=0, code_version="test", tasks=TASKS,
         heldout_layouts={t: [{"pool": "heldout", "layout_id": i, "layout": sample_layout(t, 0, "heldout", i).tolist()}
                              for i in range(heldout)] for t in TASKS},
-        extra={"instructions": {t: task_info(t).instruction for t in TASKS},
-               "categories": {t: list(task_info(t).categories) for t in TASKS}},
+        extra={"instructions": {t: task_info(METAWORLD, t).instruction for t in TASKS},
+               "categories": {t: list(task_info(METAWORLD, t).categories) for t in TASKS}},
     )
     done = np.array([False, True])
     with DemoWriter(path, meta) as writer:
         for task in TASKS:
             for i in range(train + 1):
                 writer.add(Episode(
-                    task=task, instruction=task_info(task).instruction, layout_id=i,
+                    task=task, instruction=task_info(METAWORLD, task).instruction, layout_id=i,
                     layout=sample_layout(task, 0, "demos", i), split="train" if i < train else "val",
                     actions=np.zeros((2, 4), np.float32),
                     proprio={"ee_pos": np.zeros((2, 3), np.float32), "gripper_states": np.zeros((2, 1), np.float32)},
@@ -208,11 +210,13 @@ def test_wrong_action_dim_fails_at_the_first_call_before_any_step(tmp_path: Path
 def test_bad_params_are_reported_together() -> None:
     suites = [{**TINY["suites"][0], "visual_shift": 1.5}, TINY["suites"][0]]
     with pytest.raises(ParamsError) as info:
-        tiny(suites=suites, max_steps=900, categories=["long"], workers=-1, threads=-1)
+        tiny(suites=suites, max_steps=0, workers=-1, threads=-1)
     text = str(info.value)
-    for part in ("suites[0].visual_shift = 1.5", "distinct names", "max_steps = 900", "categories[0] = 'long'",
-                 "workers = -1", "threads = -1"):
+    for part in ("suites[0].visual_shift = 1.5", "distinct names", "max_steps = 0", "workers = -1", "threads = -1"):
         assert part in text
+    # The simulator's limits are known once collect's metadata names it: checked there, all together.
+    problems = tiny(max_steps=900, categories=["long"]).simulator_problems(METAWORLD)
+    assert [p.field for p in problems] == ["categories[0]", "max_steps"]
     with pytest.raises(ParamsError, match="item.name = 'a/b'"):
         from_dict(Item, {"policy": "expert", "name": "a/b"}, prefix="item")
 

@@ -18,7 +18,7 @@ from common.cli import StageError
 from common.config import ParamsError, from_dict
 from common.demos import DemoReader, validate_file
 from common.policy import load_policy
-from common.tasks import MT50
+from common.simulators.metaworld.tasks import MT50
 from common.tracking import TrackingParams
 from common.vla.build import WEIGHTS, VlaSpec, make_vla
 from common.vla.pretrained import BACKBONE_WEIGHTS, HEAD_WEIGHTS, PRETRAIN_META, fresh_parameters
@@ -33,7 +33,8 @@ from tests.synthetic import write_moving_square_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 OFF = TrackingParams(enabled=False, uri="", experiment="test")
-STUDY = {"tasks": ["drawer-open-v3", "door-open-v3"], "demos_per_task": 2, "val_demos_per_task": 1,
+STUDY = {"simulator": "metaworld", "tasks": ["drawer-open-v3", "door-open-v3"], "demos_per_task": 2,
+         "val_demos_per_task": 1,
          "heldout_layouts_per_task": 1, "max_attempts_per_task": 6, "max_episode_steps": 200,
          "cameras": ["corner", "gripperPOV"], "image_size": 32, "seed": 0, "workers": 1}
 LATENT_META = {"none": {}, "lam": {"codebook_size": CODEBOOK, "codes_per_transition": CODES},
@@ -78,8 +79,10 @@ def test_a_shared_seed_or_an_empty_task_list_is_a_parameter_error(tmp_path: Path
     assert [p.field for p in problems] == ["collect_pretrain.exclude"]
     with pytest.raises(ParamsError, match="collect_pretrain.seed = 0: equals collect.seed"):
         collect_main(collect_params(seed=0), study, OFF, tmp_path)
-    with pytest.raises(ParamsError, match="exclude\\[0\\] = 'no-such-task-v3': not a Meta-World MT50 task"):
-        collect_params(exclude=["no-such-task-v3"])
+    _, problems = collect_pretrain.collection(collect_params(exclude=["no-such-task-v3"]), study)
+    assert [str(p) for p in problems] == [
+        "collect_pretrain.exclude[0] = 'no-such-task-v3': not a metaworld task. Fix: use a task of "
+        "common/simulators/metaworld"]
 
 
 def test_collect_pretrain_writes_only_tasks_outside_the_study(tmp_path: Path) -> None:

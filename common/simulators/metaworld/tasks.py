@@ -7,19 +7,9 @@ them. Categories follow the study's claims: `long_horizon` (several phases: gras
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
+from common.simulators import TaskInfo
 
 CATEGORIES = ("short", "long_horizon", "precision")
-
-
-@dataclasses.dataclass(frozen=True)
-class TaskInfo:
-    """What a person would say to ask for the task, and which categories it belongs to."""
-
-    instruction: str
-    categories: tuple[str, ...]
-
 
 _S, _L, _P = ("short",), ("long_horizon",), ("precision",)
 _LP = ("long_horizon", "precision")
@@ -77,11 +67,3 @@ MT50: dict[str, TaskInfo] = {
     "window-close-v3": TaskInfo("slide the window closed", _S),
 }
 
-
-def task_info(name: str) -> TaskInfo:
-    """The table entry for an MT50 task name; an unknown name raises with the closest match."""
-    if name not in MT50:
-        match = difflib.get_close_matches(name, list(MT50), n=1)
-        hint = f" Did you mean '{match[0]}'?" if match else ""
-        raise ValueError(f"unknown Meta-World task {name!r}.{hint} Known tasks: see common/tasks.py (MT50)")
-    return MT50[name]

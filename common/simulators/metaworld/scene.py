@@ -1,4 +1,4 @@
-"""Meta-World 3.x with fast offscreen rendering and explicit, seeded object/goal layouts.
+"""Meta-World 3.x scenes with fast offscreen rendering and explicit, seeded object/goal layouts.
 
 A layout is the vector Meta-World samples object and goal positions from (its `rand_vec`). Layouts are drawn
 here from a seed, the task name, a pool (demonstrations or held-out) and an index, so that every layout can be
@@ -8,7 +8,6 @@ named by an id, recorded, and rebuilt exactly by the evaluation stage.
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import os
 import pickle
 import zlib
@@ -16,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from common.demos.schema import ActionSpace
+from common.simulators.metaworld import CAMERAS, LAYOUT_POOLS, ROTATED_180
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless; must be set before mujoco is imported
 # Mesa's llvmpipe starts one raster thread per core; at these image sizes they add nothing for one process and
@@ -24,25 +23,6 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # headless; must be set before mujoco
 os.environ.setdefault("LP_NUM_THREADS", "1")
 
 import mujoco  # noqa: E402
-
-WRIST_CAMERA = "gripperPOV"
-FIXED_CAMERAS = ("corner", "corner2", "corner3", "corner4", "topview", "behindGripper")
-CAMERAS = (*FIXED_CAMERAS, WRIST_CAMERA)
-# Meta-World's corner cameras render upside-down (rotated by 180 degrees); images are stored upright.
-ROTATED_180 = frozenset({"corner", "corner2", "corner3", "corner4"})
-PROPRIO_KEYS = ("ee_pos", "gripper_states")  # end-effector xyz + gripper opening: no privileged object state
-PROPRIO_DIM = 4
-ACTION_SPACE = ActionSpace(
-    dim=4, names=("dx", "dy", "dz", "gripper"), low=(-1.0, -1.0, -1.0, -1.0), high=(1.0, 1.0, 1.0, 1.0)
-)
-MAX_EPISODE_STEPS = 500  # Meta-World's max_path_length: the env refuses to step past it
-LAYOUT_POOLS = {"demos": 0, "heldout": 1}
-
-
-def env_version() -> str:
-    """Versions of the simulator stack that produced the data."""
-    versions = {name: importlib.metadata.version(name) for name in ("metaworld", "mujoco")}
-    return " ".join(f"{k}=={v}" for k, v in versions.items())
 
 
 def _task_kwargs(task: str) -> dict[str, Any]:
@@ -88,7 +68,7 @@ def sample_layout(task: str, seed: int, pool: str, index: int) -> np.ndarray:
 
 
 class MetaWorldSim:
-    """One Meta-World task with a set of cameras rendered at a fixed size."""
+    """One Meta-World task with a set of cameras rendered at a fixed size (a `common.simulators.Scene`)."""
 
     def __init__(self, task: str, cameras: tuple[str, ...], image_size: int):
         unknown = [c for c in cameras if c not in CAMERAS]
@@ -107,6 +87,7 @@ class MetaWorldSim:
         self._renderer = mujoco.Renderer(self.env.model, image_size, image_size)
         self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
         self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+        self._shift: Any = None  # the visual-shift editor, built on first use (evaluation only)
 
     def draw_layout(self, seed: int, pool: str, index: int) -> np.ndarray:
         """A layout drawn with this simulator's own environment (same result as `sample_layout`)."""
@@ -126,10 +107,10 @@ class MetaWorldSim:
         obs, _, _, _, info = self.env.step(action)
         return obs, bool(info["success"]), info
 
-    def render(self) -> dict[str, np.ndarray]:
-        """One upright (H, W, 3) uint8 image per camera."""
+    def render(self, cameras: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+        """One upright (H, W, 3) uint8 image per camera (default: every camera of this simulator)."""
         images = {}
-        for camera in self.cameras:
+        for camera in self.cameras if cameras is None else cameras:
             self._renderer.update_scene(self.env.data, camera=camera)
             frame = self._renderer.render()
             images[camera] = frame[::-1, ::-1].copy() if camera in ROTATED_180 else frame.copy()
@@ -139,6 +120,14 @@ class MetaWorldSim:
     def proprio(obs: np.ndarray) -> dict[str, np.ndarray]:
         """End-effector position and gripper opening from a Meta-World observation."""
         return {"ee_pos": obs[0:3].astype(np.float32), "gripper_states": obs[3:4].astype(np.float32)}
+
+    def shift_appearance(self, severity: float | None, seed: int) -> None:
+        """Apply the seeded visual shift of `severity` (None or 0: the collected appearance); see shift.py."""
+        if self._shift is None:
+            from common.simulators.metaworld.shift import VisualShift
+
+            self._shift = VisualShift(self.env.model)
+        self._shift.apply(severity, seed)
 
     def close(self) -> None:
         """Release the renderer and the environment."""

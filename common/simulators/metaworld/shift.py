@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.sim import mujoco  # imported there, after the headless rendering back-end (MUJOCO_GL) is chosen
+# mujoco as imported there, after the headless rendering back-end (MUJOCO_GL) is chosen
+from common.simulators.metaworld.scene import mujoco
 
 # Geoms whose materials are recoloured: the floor plane and every geom of the table's body.
 FLOOR_GEOM = "floor"
