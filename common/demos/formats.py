@@ -21,6 +21,7 @@ class DemoFormat(Protocol):
     """How one on-disk layout of demonstrations is read."""
 
     name: str
+    signature: str  # what `recognises` looks for, for the error when no format recognises a file
     missing_instruction: str  # the validator's line for a demo without an instruction: where it should be
     next_step: str  # what to do about a broken file of this format
 
@@ -70,7 +71,8 @@ def format_of(file: h5py.File, path: Path) -> DemoFormat:
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        raise S.DatasetError(f"{path}: no known demonstration format recognises it (known: {sorted(FORMATS)}). "
-                             "Next step: pass a file written by `dvc repro collect` or a LIBERO release file")
+        known = "; ".join(f"{name}: {fmt.signature}" for name, fmt in sorted(FORMATS.items()))
+        raise S.DatasetError(f"{path}: no known demonstration format recognises it ({known}). Next step: pass a "
+                             "file of one of these formats, or add a format module to common/demos/ (formats.py)")
     raise S.DatasetError(f"{path}: formats {[f.name for f in matches]} all recognise it; their `recognises` checks "
                          "must be disjoint. Next step: fix the newer format's check in common/demos/")

@@ -27,6 +27,7 @@ LIBERO_PROPRIO_KEYS = ("ee_states", "gripper_states")
 LIBERO_FALLBACK_PROPRIO_KEYS = ("ee_pos", "ee_ori", "gripper_states")
 LIBERO_ACTION_NAMES = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
 PROBLEM_INFO = f"{S.DATA}.attrs['{S.ATTR_PROBLEM_INFO}']"
+LIBERO_DATA_ATTRS = (S.ATTR_PROBLEM_INFO, "bddl_file_name")  # written by LIBERO's create_dataset, not robomimic's
 
 
 def problem_info(file: h5py.File) -> dict[str, Any]:
@@ -45,13 +46,15 @@ class LiberoFormat:
     """A robomimic-layout file without this project's `format` attribute: LIBERO's released demos."""
 
     name = "libero"
+    signature = f"no root attribute '{S.ATTR_FORMAT}', and data.attrs {' or '.join(map(repr, LIBERO_DATA_ATTRS))}"
     missing_instruction = (f"no language instruction: {PROBLEM_INFO} has no non-empty '{S.ATTR_INSTRUCTION}' "
                            f"(nor has the demo attrs/{S.ATTR_INSTRUCTION})")
     next_step = "re-download the LIBERO file or recreate it with LIBERO's create_dataset script"
 
     def recognises(self, file: h5py.File) -> bool:
-        """A `data` group and no `format` attribute."""
-        return S.DATA in file and S.ATTR_FORMAT not in file.attrs
+        """No `format` attribute, and a `data` group with LIBERO's own attributes."""
+        return (S.ATTR_FORMAT not in file.attrs and S.DATA in file
+                and any(key in file[S.DATA].attrs for key in LIBERO_DATA_ATTRS))
 
     def meta(self, file: h5py.File, path: Path, names: list[str]) -> S.DatasetMeta:
         """Metadata derived from the first demo's layout and the file's problem_info."""

@@ -16,6 +16,7 @@ class NativeFormat:
     """Files written by DemoWriter: the root attribute `format` names them."""
 
     name = "native"
+    signature = f"a root attribute '{S.ATTR_FORMAT}' (files written by `dvc repro collect`)"
     missing_instruction = f"attrs/{S.ATTR_INSTRUCTION}: missing or empty language instruction"
     next_step = "delete the file and rerun `dvc repro collect` (or fix the file's producer)"
 
