@@ -1,8 +1,7 @@
-"""Read demonstration files: this project's format and real LIBERO (robomimic-layout) files alike."""
+"""Read demonstration files in any registered format (formats.py) through one reader."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import TracebackType
 from typing import Iterator
@@ -11,11 +10,8 @@ import h5py
 import numpy as np
 
 from common.demos import schema as S
-
-# LIBERO's proprio: end-effector pose (6) + gripper fingers (2) = the 8-D state the VLA studies use.
-LIBERO_PROPRIO_KEYS = ("ee_states", "gripper_states")
-LIBERO_FALLBACK_PROPRIO_KEYS = ("ee_pos", "ee_ori", "gripper_states")
-LIBERO_ACTION_NAMES = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
+from common.demos.formats import DemoFormat, format_of
+from common.demos.splits import DEFAULT_VAL_FRACTION, splits_of
 
 
 def open_h5(path: Path) -> h5py.File:
@@ -33,77 +29,26 @@ def open_h5(path: Path) -> h5py.File:
 
 
 class DemoReader:
-    """Random access to the demos of one file. Use as a context manager, or call close()."""
+    """Random access to the demos of one file, whatever its format. Use as a context manager, or call close().
 
-    def __init__(self, path: Path):
+    `val_fraction` is the share of demos held out for validation in a file that declares no splits (splits.py).
+    """
+
+    def __init__(self, path: Path, val_fraction: float = DEFAULT_VAL_FRACTION):
         self.path = Path(path)
         self._file = open_h5(self.path)
         try:
             if S.DATA not in self._file:
                 raise S.DatasetError(f"{self.path}: no '{S.DATA}' group; this is not a demonstration file")
-            self.is_libero = S.ATTR_FORMAT not in self._file.attrs
-            self.meta = self._libero_meta() if self.is_libero else self._own_meta()
+            self.format: DemoFormat = format_of(self._file, self.path)
             self.names = sorted(
                 (n for n in self._file[S.DATA] if n.startswith(S.DEMO_PREFIX)), key=S.demo_sort_key
             )
+            self.meta = self.format.meta(self._file, self.path, self.names)
+            self._splits = splits_of(self._file[S.DATA], self.names, val_fraction, self.path)
         except BaseException:
             self._file.close()
             raise
-
-    def _own_meta(self) -> S.DatasetMeta:
-        version = int(self._file.attrs.get(S.ATTR_FORMAT_VERSION, -1))
-        if self._file.attrs[S.ATTR_FORMAT] != S.FORMAT_NAME or version != S.FORMAT_VERSION:
-            raise S.DatasetError(
-                f"{self.path}: format {self._file.attrs[S.ATTR_FORMAT]!r} version {version}, expected "
-                f"{S.FORMAT_NAME!r} version {S.FORMAT_VERSION}. Next step: rerun `dvc repro collect`"
-            )
-        try:
-            return S.DatasetMeta.from_json(str(self._file.attrs[S.ATTR_METADATA]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise S.DatasetError(f"{self.path}: attribute '{S.ATTR_METADATA}' is malformed ({exc!r})") from exc
-
-    def _libero_meta(self) -> S.DatasetMeta:
-        """Derive metadata from a LIBERO file's layout (LIBERO stores none of ours)."""
-        data = self._file[S.DATA]
-        names = sorted((n for n in data if n.startswith(S.DEMO_PREFIX)), key=S.demo_sort_key)
-        if not names:
-            raise S.DatasetError(f"{self.path}: group '{S.DATA}' holds no demo_<i> groups")
-        first = data[names[0]]
-        obs = first[S.OBS]
-        cameras = tuple(sorted(k[: -len(S.RGB_SUFFIX)] for k in obs if k.endswith(S.RGB_SUFFIX)))
-        if not cameras:
-            raise S.DatasetError(f"{self.path}: {names[0]}/obs has no *_rgb camera datasets")
-        height, width = obs[cameras[0] + S.RGB_SUFFIX].shape[1:3]
-        keys = LIBERO_PROPRIO_KEYS if all(k in obs for k in LIBERO_PROPRIO_KEYS) else LIBERO_FALLBACK_PROPRIO_KEYS
-        proprio_dim = sum(int(obs[k].shape[1]) for k in keys if k in obs)
-        action_dim = int(first[S.ACTIONS].shape[1])
-        action_names = LIBERO_ACTION_NAMES if action_dim == 7 else tuple(f"a{i}" for i in range(action_dim))
-        problem = self._problem_info()
-        return S.DatasetMeta(
-            env=str(data.attrs.get("env_name", "libero")),
-            env_version="unknown",
-            cameras=cameras,
-            image_size=(int(height), int(width)),
-            image_origin="upright",  # after the 180-degree turn applied on read
-            action_space=S.ActionSpace(action_dim, action_names, (-1.0,) * action_dim, (1.0,) * action_dim),
-            proprio_keys=keys,
-            proprio_dim=proprio_dim,
-            control_hz=20.0,  # LIBERO's robosuite control frequency
-            collection_seed=-1,
-            code_version="libero",
-            tasks=(problem.get("problem_name", "libero"),),
-            heldout_layouts={},
-            extra={"source": "libero", "problem_info": problem},
-        )
-
-    def _problem_info(self) -> dict:
-        raw = self._file[S.DATA].attrs.get(S.ATTR_PROBLEM_INFO)
-        if raw is None:
-            return {}
-        try:
-            return json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise S.DatasetError(f"{self.path}: data.attrs['{S.ATTR_PROBLEM_INFO}'] is not JSON ({exc})") from exc
 
     def __len__(self) -> int:
         return len(self.names)
@@ -112,6 +57,19 @@ class DemoReader:
         for name in self.names:
             yield self.episode(name)
 
+    @property
+    def splits(self) -> dict[str, list[str]]:
+        """Demo names per split, "train" and "val" first (either may be empty)."""
+        result: dict[str, list[str]] = {split: [] for split in S.SPLITS}
+        for name in self.names:
+            result.setdefault(self._splits[name], []).append(name)
+        return result
+
+    def split(self, name: str) -> str:
+        """The split of one demo: declared in the file, or held out by name where the file declares none."""
+        self.group(name)  # a clear error for an unknown name
+        return self._splits[name]
+
     def group(self, name: str) -> h5py.Group:
         """The raw HDF5 group of one demo."""
         if name not in self.names:
@@ -119,45 +77,66 @@ class DemoReader:
         return self._file[S.DATA][name]
 
     def instruction(self, name: str) -> str:
-        """The language instruction of one demo (LIBERO: the file-wide problem_info)."""
+        """The language instruction of one demo."""
+        return self.format.instruction(self._file, self.group(name))
+
+    def task(self, name: str) -> str:
+        """The task name of one demo (the file's first task where the demo names none)."""
+        return str(self.group(name).attrs.get(S.ATTR_TASK, self.meta.tasks[0]))
+
+    def steps(self, name: str, cameras: tuple[str, ...] | None = None) -> int:
+        """The number of steps of one demo, after checking that it has at least one and that every per-step
+        array read with `cameras` (default: all) has exactly that many rows."""
         demo = self.group(name)
-        if S.ATTR_INSTRUCTION in demo.attrs:
-            return str(demo.attrs[S.ATTR_INSTRUCTION])
-        return str(self._problem_info().get(S.ATTR_INSTRUCTION, ""))
+        keys = (S.ACTIONS, *self.format.step_keys(demo),
+                *(f"{S.OBS}/{c}{S.RGB_SUFFIX}" for c in (self.meta.cameras if cameras is None else cameras)),
+                *(f"{S.OBS}/{k}" for k in self.meta.proprio_keys))
+        fix = f"Next step: run `python -m common.demos {self.path}` to list every problem, then {self.format.next_step}"
+        rows = {}
+        for key in keys:
+            if key not in demo:
+                raise S.DatasetError(f"{self.path}: {name}/{key}: missing. {fix}")
+            shape = demo[key].shape
+            rows[key] = int(shape[0]) if shape else 0
+        length = rows[S.ACTIONS]
+        if length == 0:
+            raise S.DatasetError(f"{self.path}: {name}/{S.ACTIONS}: 0 steps; a demo needs at least one step. {fix}")
+        wrong = [f"{key} has {n}" for key, n in rows.items() if n != length]
+        if wrong:
+            raise S.DatasetError(f"{self.path}: {name}: {S.ACTIONS} has {length} steps, but {', '.join(wrong)}; every "
+                                 f"per-step array needs one row per step. {fix}")
+        return length
 
     def episode(self, name: str, cameras: tuple[str, ...] | None = None) -> S.Episode:
         """Load one demo fully into memory; `cameras` limits which image streams are read."""
+        cameras = self.meta.cameras if cameras is None else cameras
+        length = self.steps(name, cameras)
         demo = self.group(name)
         obs = demo[S.OBS]
-        images = {}
-        for camera in cameras if cameras is not None else self.meta.cameras:
-            frames = obs[camera + S.RGB_SUFFIX][()]
-            images[camera] = np.ascontiguousarray(frames[:, ::-1, ::-1]) if self.is_libero else frames
-        actions = demo[S.ACTIONS][()].astype(np.float32)
-        if self.is_libero:
-            success = demo[S.REWARDS][()] > 0 if S.REWARDS in demo else np.zeros(len(actions), bool)
-        else:
-            success = demo[S.SUCCESS][()].astype(bool)
         return S.Episode(
-            task=str(demo.attrs.get(S.ATTR_TASK, self.meta.tasks[0])),
+            task=self.task(name),
             instruction=self.instruction(name),
             layout_id=int(demo.attrs.get(S.ATTR_LAYOUT_ID, -1)),
             layout=np.asarray(demo.attrs.get(S.ATTR_LAYOUT, np.zeros(0))),
-            split=str(demo.attrs.get(S.ATTR_SPLIT, "train")),
-            actions=actions,
-            proprio={k: obs[k][()].astype(np.float32).reshape(len(actions), -1) for k in self.meta.proprio_keys},
-            images=images,
-            success=success,
+            split=self._splits[name],
+            actions=demo[S.ACTIONS][()].astype(np.float32),
+            proprio={k: obs[k][()].astype(np.float32).reshape(length, -1) for k in self.meta.proprio_keys},
+            images={camera: self.format.upright(obs[camera + S.RGB_SUFFIX][()]) for camera in cameras},
+            success=self.format.success(demo, length),
             dones=demo[S.DONES][()].astype(bool),
             name=name,
         )
 
     def stats(self, key: str) -> S.Stats:
-        """Stored per-dimension statistics of 'actions' or 'proprio' (computed on the fly for LIBERO files)."""
+        """Per-dimension statistics of 'actions' or 'proprio' over the training split: stored in the file, or
+        computed here for files that store none (LIBERO's)."""
         if S.STATS in self._file and key in self._file[S.STATS]:
             group = self._file[S.STATS][key]
             return S.Stats(**{name: group[name][()] for name in S.STAT_NAMES})
-        episodes = [self.episode(n, cameras=()) for n in self.names]
+        episodes = [self.episode(n, cameras=()) for n in self.splits["train"]]
+        if not episodes:
+            raise S.DatasetError(f"{self.path}: no demo in the training split to compute '{key}' statistics on. "
+                                 f"Next step: lower val_fraction or use a file with more demos")
         if key == S.ACTIONS:
             return S.Stats.of(np.concatenate([e.actions for e in episodes]))
         return S.Stats.of(np.concatenate([e.proprio_vector(self.meta.proprio_keys) for e in episodes]))

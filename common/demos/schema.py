@@ -10,8 +10,8 @@
     /stats/<actions|proprio>/<s>  (A,) / (P,) float32 for s in mean, std, min, max, q01, q99
     / attrs: format, format_version, metadata (JSON of DatasetMeta)
 
-Step t pairs the observation before the action with the action: (obs_t, a_t). A real LIBERO file (no `format`
-attribute, images stored upside-down) is read through the same reader, see reader.py.
+Step t pairs the observation before the action with the action: (obs_t, a_t). LIBERO's released files (no `format`
+attribute, images stored upside-down) are read through the same reader, see libero.py and formats.py.
 """
 
 from __future__ import annotations
