@@ -20,7 +20,7 @@ from scipy.cluster.vq import kmeans2
 
 from common.config import load_section
 from common.demos import DemoReader
-from common.demos.schema import ACTIONS, ATTR_SPLIT
+from common.demos.schema import ACTIONS
 from common.normalize import normalize, unnormalize
 from stages.action_vq import DEMOS, METRICS, Params
 
@@ -29,7 +29,7 @@ def split_actions(split: str) -> np.ndarray:
     """Every action of one split: (N, A)."""
     with DemoReader(DEMOS) as reader:
         return np.concatenate([reader.group(n)[ACTIONS][()] for n in reader.names
-                               if reader.group(n).attrs[ATTR_SPLIT] == split]).astype(np.float32)
+                               if reader.split(n) == split]).astype(np.float32)
 
 
 def shares(values: Iterable[float]) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from common.demos import DemoReader
-from common.demos.schema import ATTR_SPLIT, Stats
+from common.demos.schema import Stats
 from common.normalize import normalize
 from common.policy import Observation, Policy, load_policy
 
@@ -48,7 +48,7 @@ def read_frames(path: Path, split: str, cameras: tuple[str, ...], chunk: int, ev
     images, proprio, instructions, tasks, actions = {c: [] for c in cameras}, [], [], [], []
     with DemoReader(path) as reader:
         for name in reader.names:
-            if str(reader.group(name).attrs.get(ATTR_SPLIT, "train")) != split:
+            if reader.split(name) != split:
                 continue
             episode = reader.episode(name, cameras=cameras)
             steps = np.arange(0, len(episode.actions) - chunk + 1, every)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from common.demos import DatasetError, DemoReader, Stats
-from common.demos.schema import ACTIONS, ATTR_SPLIT
+from common.demos.schema import ACTIONS
 from common.normalize import normalize
 
 CHUNKS, PAD = "chunks", "pad"  # batch keys
@@ -44,7 +44,7 @@ class ActionChunks:
         chunks, pads, raws, episodes, names = [], [], [], [], []
         with DemoReader(path) as reader:
             for name in reader.names:
-                if split is not None and str(reader.group(name).attrs.get(ATTR_SPLIT, "train")) != split:
+                if split is not None and reader.split(name) != split:
                     continue
                 actions = reader.group(name)[ACTIONS][()].astype(np.float32)
                 raw, pad = chunk_episode(actions, chunk)

@@ -49,7 +49,7 @@ def read_layouts(reader: DemoReader) -> dict[str, dict[str, list[np.ndarray]]]:
     train: dict[str, list[np.ndarray]] = {task: [] for task in reader.meta.tasks}
     for name in reader.names:
         attrs = reader.group(name).attrs
-        if str(attrs[S.ATTR_SPLIT]) == "train":
+        if reader.split(name) == "train":
             task = str(attrs[S.ATTR_TASK])
             if task not in train:
                 raise StageError(f"{reader.path}: {name} has task {task!r}, not among the file's tasks "

@@ -9,7 +9,6 @@ import numpy as np
 import torch
 
 from common.demos import DatasetError, DemoReader
-from common.demos.schema import ATTR_SPLIT
 from common.normalize import normalize
 
 FRAME_T, FRAME_NEXT, ACTIONS = "frame_t", "frame_next", "actions"  # batch keys
@@ -36,7 +35,7 @@ class FramePairs:
             stats = reader.stats("actions")
             frames, actions, names, longest = [], [], [], 0
             for name in reader.names:
-                if str(reader.group(name).attrs.get(ATTR_SPLIT, "train")) != split:
+                if reader.split(name) != split:
                     continue
                 episode = reader.episode(name, cameras=(camera,))
                 longest = max(longest, episode.length)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from common.demos import DatasetError, DemoReader
-from common.demos.schema import ATTR_SPLIT, Stats
+from common.demos.schema import Stats
 from common.normalize import normalize
 from common.vla.augment import AugmentParams, augment, eval_view
 from common.vla.batch import ACTION_MASK, ACTIONS, ATTENTION, IMAGES, INPUT_IDS, PROPRIO
@@ -42,7 +42,7 @@ class Episodes:
         names, instructions, images, proprio, actions = [], [], [], [], []
         with DemoReader(path) as reader:
             for name in reader.names:
-                if str(reader.group(name).attrs.get(ATTR_SPLIT, "train")) != split:
+                if reader.split(name) != split:
                     continue
                 episode = reader.episode(name, cameras=cameras)
                 names.append(name)
