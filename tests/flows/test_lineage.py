@@ -106,6 +106,9 @@ def test_plain_dvc_repro_leaves_a_stage_run_holding_dvc_locks_hashes(tmp_path: P
     assert record["deps"] == recorded(tags, DEP_TAG) and record["params"] == join.locked_params
     [result] = [r for r in audit(root, ["join"]) if r.stage.name == "join"]
     assert not result.findings and "hashes and params agree" in result.mlflow, result.mlflow
+    client.set_tag(run.info.run_id, f"{OUT_TAG}out/join.json", "0" * 32)  # a record that disagrees with dvc.lock
+    [result] = [r for r in audit(root, ["join"]) if r.stage.name == "join"]
+    assert result.mlflow == "disagrees" and "the stage's own hashes" in str(result.findings[0]), result.findings
 
 
 def test_a_stage_module_run_under_another_stage_name_takes_dvcs_name(tmp_path: Path,
