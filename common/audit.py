@@ -201,8 +201,8 @@ def _check_mlflow(root: Path, stage: StageInfo, tracking: TrackingParams) -> tup
                   f"params digest {digest}" for source, (deps, outs, digest) in _records(newest.data.tags).items()
                   if (deps, outs, digest) != locked}
         return "disagrees", [Finding(stage.name, f"no MLflow run recorded dvc.lock's outputs {locked[1]} (and its "
-                                                 f"inputs and params); the newest ({newest.info.run_id}) recorded {differ}; rerun "
-                                                 f"`dvc repro --force {stage.name}`")]
+                                                 f"inputs and params); the newest ({newest.info.run_id}) recorded "
+                                                 f"{differ}; rerun `dvc repro --force {stage.name}`")]
     flat = {k: v for section in stage.locked_params.values() for value in section.values() if isinstance(value, dict)
             for k, v in flatten(value).items()}
     if not flat:

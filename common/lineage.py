@@ -61,17 +61,22 @@ def declared(root: Path, address: str) -> Declared | str:
     if stage is None and running:
         candidate = _load(repo, running)
         module = f"stages.{address.split('@')[0]}"
-        if candidate is not None and module in str(getattr(candidate, "cmd", "")).split():
+        cmd = getattr(candidate, "cmd", "")
+        if candidate is not None and module in (cmd if isinstance(cmd, str) else " ".join(cmd)).split():
             stage = candidate
     if stage is None:
         return f"dvc.yaml at {root} has no stage {address!r}"
     params = [d for d in stage.deps if isinstance(d, ParamsDependency)]
+    try:
+        values = {d.def_path: d.read_params() for d in params}
+    except DvcException as exc:
+        return f"the params of {stage.name} in dvc.yaml at {root} cannot be read ({exc})"
     return Declared(
         address=stage.name,  # the root dvc.yaml's stage (`addressing` is relative to the working folder)
         deps=tuple(d.def_path for d in stage.deps if not isinstance(d, ParamsDependency)),
         outs=tuple(o.def_path for o in stage.outs),
         small_outs=tuple(o.def_path for o in stage.outs if not o.use_cache),
-        params={d.def_path: d.read_params() for d in params},
+        params=values,
         ignored=lambda path: bool(repo.dvcignore.is_ignored(repo.fs, str(Path(path).resolve()))),
     )
 
