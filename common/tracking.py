@@ -181,11 +181,16 @@ class StageRun:
             signal.signal(signal.SIGTERM, self._sigterm[0])
             self._sigterm = ()
         if self._client is not None:
-            if exc_type is None:
-                self._record_lineage()
             status = ("FINISHED" if exc_type is None else
                       "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")  # Ctrl-C: SIGINT
-            self._client.set_terminated(self.run_id, status=status)
+            try:
+                if exc_type is None:
+                    self._record_lineage()
+            except BaseException:  # the stage fails with it, and so does its run (never left RUNNING)
+                status = "FAILED"
+                raise
+            finally:
+                self._client.set_terminated(self.run_id, status=status)
 
     def _record_lineage(self) -> None:
         """Hash the outputs, tag the run with the lineage, log lineage.json and the small outputs."""
