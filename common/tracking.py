@@ -119,7 +119,7 @@ class StageRun:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = before
-        experiment = mlflow.set_experiment(self.tracking.experiment)
+        experiment_id = _experiment_id(mlflow.MlflowClient(), self.tracking, self.root)
         tags = {"git.commit": git_commit(self.root), **kernel_settings()}
         if os.environ.get(PARENT_RUN_ENV):
             tags["mlflow.parentRunId"] = os.environ[PARENT_RUN_ENV]
@@ -132,9 +132,9 @@ class StageRun:
             log.warning("%s: no lineage recorded in MLflow: %s", self.address, stage)
         tags.update({"dvc.stage": self.address, "dvc.stage.base": self.stage.split("@")[0]})
         self._client = mlflow.MlflowClient()
-        end_abandoned_runs(self._client, experiment.experiment_id, self.address)
+        end_abandoned_runs(self._client, experiment_id, self.address)
         tags.update({HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())})
-        run = self._client.create_run(experiment.experiment_id, run_name=self.address, tags=tags)
+        run = self._client.create_run(experiment_id, run_name=self.address, tags=tags)
         self.run_id = run.info.run_id
         self._log_params(flatten(self.params))
         log.info("MLflow run %s (%s) at %s", self.run_id, self.address, resolve_tracking_uri(self.tracking, self.root))
@@ -276,9 +276,23 @@ def _client_and_experiment(tracking: TrackingParams, root: Path) -> tuple[Any, s
     import mlflow
 
     client = mlflow.MlflowClient(resolve_tracking_uri(tracking, root))
+    return client, _experiment_id(client, tracking, root)
+
+
+def _experiment_id(client: Any, tracking: TrackingParams, root: Path) -> str:
+    """The experiment's id, created if new: in the default store (sqlite in `root`) with its artifacts in
+    `root`/mlruns/<experiment>, not under whichever folder the process that created it was started in."""
+    from mlflow.exceptions import MlflowException
+
     experiment = client.get_experiment_by_name(tracking.experiment)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(tracking.experiment)
-    return client, experiment_id
+    if experiment is not None:
+        return experiment.experiment_id
+    default_store = not os.environ.get("MLFLOW_TRACKING_URI") and not tracking.uri
+    location = str(Path(root).resolve() / "mlruns" / tracking.experiment) if default_store else None
+    try:
+        return client.create_experiment(tracking.experiment, artifact_location=location)
+    except MlflowException:  # a stage beside this one created it first
+        return client.get_experiment_by_name(tracking.experiment).experiment_id
 
 
 def open_study_run(tracking: TrackingParams, root: Path, name: str, tags: Mapping[str, str]) -> str | None:
