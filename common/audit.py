@@ -4,8 +4,9 @@ dvc.lock and MLflow all tell the same story.
 Checks, for every stage in the chain: dvc.lock has an entry; each output's md5 on disk (recomputed here, not
 taken from DVC's hash cache) equals dvc.lock's; each data input was the output its producer last wrote (the
 chain is unbroken); code inputs and params are unchanged since the stage ran; and a FINISHED MLflow run of the
-stage recorded the same output hashes (runs of the study flow) or at least the same params (runs started by
-a plain `dvc repro`). Any disagreement is a `Finding`.
+stage recorded the same input and output hashes and params (its own record, taken by the stage under any
+`dvc repro`, and the flow's copy of dvc.lock), or, for runs from before stages recorded hashes, at least the same
+params. Any disagreement is a `Finding`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from typing import Any, Callable
 
 from common.config import load_section
 from common.dvc_graph import GraphError, StageInfo, dvc_md5, dvcignore, read_stages, with_upstream
-from common.tracking import LOCK_OUT_TAG, LOCK_PARAMS_TAG, TrackingParams, flatten, params_digest, stage_runs
+from common.lineage import DEP_TAG, OUT_TAG, PARAMS_TAG, recorded
+from common.tracking import (LOCK_DEP_TAG, LOCK_OUT_TAG, LOCK_PARAMS_TAG, TrackingParams, flatten, params_digest,
+                             stage_runs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,8 +169,18 @@ def _same(recorded: str, locked: Any) -> bool:
         return recorded == locked
 
 
+def _records(tags: dict[str, str]) -> dict[str, tuple[dict[str, str], dict[str, str], str | None]]:
+    """The (inputs, outputs, params digest) a run recorded: the stage's own hashes (common/lineage.py) and the
+    flow's copy of dvc.lock (common/tracking.py `lineage_tags`), whichever it has."""
+    sources = {"the stage's own hashes": (DEP_TAG, OUT_TAG, PARAMS_TAG),
+               "the flow's dvc.lock entry": (LOCK_DEP_TAG, LOCK_OUT_TAG, LOCK_PARAMS_TAG)}
+    return {source: (recorded(tags, dep), recorded(tags, out), tags.get(params))
+            for source, (dep, out, params) in sources.items() if any(k.startswith(out) for k in tags)}
+
+
 def _check_mlflow(root: Path, stage: StageInfo, tracking: TrackingParams) -> tuple[str, list[Finding]]:
-    """Find a FINISHED run of the stage that agrees with dvc.lock: on output hashes if it has them, else params."""
+    """Find a FINISHED run of the stage that agrees with dvc.lock: on hashes and params if it recorded hashes (every
+    run it recorded agrees), else on params."""
     if not tracking.enabled:
         return "not checked (tracking.enabled is false)", []
     if not stage.locked:
@@ -176,24 +189,27 @@ def _check_mlflow(root: Path, stage: StageInfo, tracking: TrackingParams) -> tup
     if not runs:
         return "no run", [Finding(stage.name, f"MLflow ({tracking.experiment}) has no FINISHED run tagged dvc.stage = "
                                               f"{stage.name}; rerun it through `make study-parallel`")]
-    locked_outs = {o.path: o.md5 for o in stage.outs}
-    with_lineage = [r for r in runs if any(k.startswith(LOCK_OUT_TAG) for k in r.data.tags)]
+    locked = ({d.path: d.md5 for d in stage.deps}, {o.path: o.md5 for o in stage.outs},
+              params_digest(stage.locked_params))
+    with_lineage = [r for r in runs if _records(r.data.tags)]
     for run in with_lineage:
-        outs = {k[len(LOCK_OUT_TAG):]: v for k, v in run.data.tags.items() if k.startswith(LOCK_OUT_TAG)}
-        if outs == locked_outs and run.data.tags.get(LOCK_PARAMS_TAG) == params_digest(stage.locked_params):
-            return f"run {run.info.run_id} (output hashes and params agree)", []
+        if all(record == locked for record in _records(run.data.tags).values()):
+            return f"run {run.info.run_id} (input and output hashes and params agree)", []
     if with_lineage:
         newest = with_lineage[0]
-        outs = {k[len(LOCK_OUT_TAG):]: v for k, v in newest.data.tags.items() if k.startswith(LOCK_OUT_TAG)}
-        return "disagrees", [Finding(stage.name, f"no MLflow run recorded dvc.lock's outputs {locked_outs}; the newest "
-                                                 f"({newest.info.run_id}) recorded {outs}; rerun through the flow")]
+        differ = {source: f"outputs {outs}" if outs != locked[1] else f"inputs {deps}" if deps != locked[0] else
+                  f"params digest {digest}" for source, (deps, outs, digest) in _records(newest.data.tags).items()
+                  if (deps, outs, digest) != locked}
+        return "disagrees", [Finding(stage.name, f"no MLflow run recorded dvc.lock's outputs {locked[1]} (and its "
+                                                 f"inputs and params); the newest ({newest.info.run_id}) recorded "
+                                                 f"{differ}; rerun `dvc repro --force {stage.name}`")]
     flat = {k: v for section in stage.locked_params.values() for value in section.values() if isinstance(value, dict)
             for k, v in flatten(value).items()}
     if not flat:
-        return f"run {runs[0].info.run_id} (no params to compare; no output hashes: it ran outside the flow)", []
+        return f"run {runs[0].info.run_id} (no params to compare; no hashes recorded)", []
     for run in runs:
         shared = set(run.data.params) & set(flat)
         if shared and all(_same(run.data.params[k], flat[k]) for k in shared):
-            return f"run {run.info.run_id} (params agree; no output hashes: it ran outside the flow)", []
+            return f"run {run.info.run_id} (params agree; no hashes recorded)", []
     return "disagrees", [Finding(stage.name, f"none of the {len(runs)} FINISHED MLflow run(s) of the stage logged "
                                              "the params dvc.lock records; rerun it through `make study-parallel`")]

@@ -21,13 +21,13 @@ from typing import Any, Mapping
 from common.config import Problem
 from common.cpu import kernel_settings
 from common.dvc_graph import StageInfo
+from common.lineage import ARTIFACT, DVC_STAGE_ENV, STATUS_TAG, Declared, Record, declared
 from common.provenance import PROJECT_ROOT, git_commit
 
 log = logging.getLogger(__name__)
 
 # Set by the study flow so that each stage's run becomes a child of one study run.
 PARENT_RUN_ENV = "LASD_PARENT_RUN_ID"
-DVC_STAGE_ENV = "DVC_STAGE"  # DVC sets it for every stage command: the stage's address, e.g. `finetune@la_tok-0`
 # Tags of the lineage record (see `lineage_tags`): one per dependency/output path, holding DVC's md5.
 LOCK_DEP_TAG, LOCK_OUT_TAG, LOCK_PARAMS_TAG = "dvc.lock.dep.", "dvc.lock.out.", "dvc.lock.params"
 _MAX_PARAM_LEN = 6000  # MLflow's limit on a parameter value
@@ -89,6 +89,9 @@ class StageRun:
     The run is named after the stage's DVC address (`finetune@la_tok-0` for a matrix item) and tagged with it
     (`dvc.stage`), the stage folder (`dvc.stage.base`), the git commit, what chose its CPU kernels (`cpu.model`,
     `cpu.capability`, `cpu.pinned`, `cpu.env.*`: common/cpu.py) and, under the study flow, its parent run.
+    Its lineage (common/lineage.py): DVC's md5 of each input its dvc.yaml entry declares, taken when the run opens,
+    and of each output, taken when it ends without error, as tags (`lineage.dep.<path>`, `lineage.out.<path>`)
+    and the artifact lineage.json; its `cache: false` outputs (metrics, plots) are logged as artifacts.
     """
 
     def __init__(self, stage: str, params: Mapping[str, Any], tracking: TrackingParams, root: Path = PROJECT_ROOT,
@@ -101,6 +104,7 @@ class StageRun:
         self.run_id: str | None = None
         self._client: Any = None
         self._sigterm: tuple[Any, ...] = ()  # (the SIGTERM handler to restore,) while this run's is installed
+        self.lineage: Record | str = "not taken"  # the stage's lineage, or why it has none
 
     def __enter__(self) -> "StageRun":
         if not self.tracking.enabled:
@@ -115,15 +119,22 @@ class StageRun:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = before
-        experiment = mlflow.set_experiment(self.tracking.experiment)
-        tags = {"dvc.stage": self.address, "dvc.stage.base": self.stage.split("@")[0],
-                "git.commit": git_commit(self.root), **kernel_settings()}
+        experiment_id = _experiment_id(mlflow.MlflowClient(), self.tracking, self.root)
+        tags = {"git.commit": git_commit(self.root), **kernel_settings()}
         if os.environ.get(PARENT_RUN_ENV):
             tags["mlflow.parentRunId"] = os.environ[PARENT_RUN_ENV]
+        stage = declared(self.root, self.address)
+        if isinstance(stage, Declared):
+            self.address = stage.address  # `evaluate_reference`, not `evaluate`: the stage DVC runs
+            self.lineage = Record.start(self.root, stage)
+        else:
+            self.lineage = stage
+            log.warning("%s: no lineage recorded in MLflow: %s", self.address, stage)
+        tags.update({"dvc.stage": self.address, "dvc.stage.base": self.stage.split("@")[0]})
         self._client = mlflow.MlflowClient()
-        end_abandoned_runs(self._client, experiment.experiment_id, self.address)
+        end_abandoned_runs(self._client, experiment_id, self.address)
         tags.update({HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())})
-        run = self._client.create_run(experiment.experiment_id, run_name=self.address, tags=tags)
+        run = self._client.create_run(experiment_id, run_name=self.address, tags=tags)
         self.run_id = run.info.run_id
         self._log_params(flatten(self.params))
         log.info("MLflow run %s (%s) at %s", self.run_id, self.address, resolve_tracking_uri(self.tracking, self.root))
@@ -172,7 +183,31 @@ class StageRun:
         if self._client is not None:
             status = ("FINISHED" if exc_type is None else
                       "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")  # Ctrl-C: SIGINT
-            self._client.set_terminated(self.run_id, status=status)
+            try:
+                if exc_type is None:
+                    self._record_lineage()
+            except BaseException:  # the stage fails with it, and so does its run (never left RUNNING)
+                status = "FAILED"
+                raise
+            finally:
+                self._client.set_terminated(self.run_id, status=status)
+
+    def _record_lineage(self) -> None:
+        """Hash the outputs, tag the run with the lineage, log lineage.json and the small outputs."""
+        if not isinstance(self.lineage, Record):
+            set_tags(self._client, self.run_id, {STATUS_TAG: f"none: {self.lineage}"})
+            return
+        self.lineage.finish(self.root)
+        digest = params_digest(self.lineage.stage.params)
+        set_tags(self._client, self.run_id, self.lineage.tags(digest))
+        self._client.log_text(self.run_id, json.dumps(self.lineage.to_json(digest), indent=1, sort_keys=True),
+                              ARTIFACT)
+        for path in self.lineage.stage.small_outs:
+            full = self.root / path
+            if full.is_file():
+                self._client.log_artifact(self.run_id, str(full))
+            elif full.is_dir():
+                self._client.log_artifacts(self.run_id, str(full), Path(path).name)
 
 
 def end_abandoned_runs(client: Any, experiment_id: str, address: str) -> list[str]:
@@ -241,9 +276,23 @@ def _client_and_experiment(tracking: TrackingParams, root: Path) -> tuple[Any, s
     import mlflow
 
     client = mlflow.MlflowClient(resolve_tracking_uri(tracking, root))
+    return client, _experiment_id(client, tracking, root)
+
+
+def _experiment_id(client: Any, tracking: TrackingParams, root: Path) -> str:
+    """The experiment's id, created if new: in the default store (sqlite in `root`) with its artifacts in
+    `root`/mlruns/<experiment>, not under whichever folder the process that created it was started in."""
+    from mlflow.exceptions import MlflowException
+
     experiment = client.get_experiment_by_name(tracking.experiment)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(tracking.experiment)
-    return client, experiment_id
+    if experiment is not None:
+        return experiment.experiment_id
+    default_store = not os.environ.get("MLFLOW_TRACKING_URI") and not tracking.uri
+    location = str(Path(root).resolve() / "mlruns" / tracking.experiment) if default_store else None
+    try:
+        return client.create_experiment(tracking.experiment, artifact_location=location)
+    except MlflowException:  # a stage beside this one created it first
+        return client.get_experiment_by_name(tracking.experiment).experiment_id
 
 
 def open_study_run(tracking: TrackingParams, root: Path, name: str, tags: Mapping[str, str]) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -131,6 +132,34 @@ def test_strategy_trains_and_writes_exactly_its_outputs(dataset: Path, tmp_path:
     assert spec["backbone"]["family"] == "qwen3_vl" and len(meta["action_stats"]["q01"]) == 4
     expected_vocab = {"baseline": 0, "la_cond": CODEBOOK, "la_tok": VOCAB}[strategy]
     assert len(meta["vocabulary"]) == 1 + expected_vocab  # the placeholder + the latent tokens
+
+
+def test_the_mlflow_run_records_its_lineage_and_logs_its_metrics_and_curve(dataset: Path, tmp_path: Path) -> None:
+    import mlflow
+
+    from common.dvc_graph import dvc_md5
+    from common.lineage import ARTIFACT, DEP_TAG, OUT_TAG, recorded
+    from common.tracking import resolve_tracking_uri, stage_runs
+
+    root = link(dataset, tmp_path, DEMOS)
+    for name in ("dvc.yaml", "params.yaml"):  # the study's own DAG: the run finds its entry there
+        (root / name).write_text((REPO / name).read_text())
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=root, check=True,
+                   env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    tracking = TrackingParams(enabled=True, uri="", experiment="finetune-test")
+    item = Item("baseline", 0)
+    main(tiny(), tracking, root, item, cfg("baseline"))
+    [run] = stage_runs(tracking, root, f"finetune@{item.name}")
+    client = mlflow.MlflowClient(resolve_tracking_uri(tracking, root))
+    model_dir, metrics_path, plots_path = outputs(item)
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {metrics_path.name, plots_path.name, ARTIFACT}
+    saved = Path(client.download_artifacts(run.info.run_id, metrics_path.name, str(tmp_path / "artifacts")))
+    assert saved.read_bytes() == (root / metrics_path).read_bytes()
+    outs = recorded(run.data.tags, OUT_TAG)
+    assert outs == {p.as_posix(): dvc_md5(root / p) for p in (model_dir, metrics_path, plots_path)}
+    assert outs[model_dir.as_posix()].endswith(".dir")
+    deps = recorded(run.data.tags, DEP_TAG)
+    assert deps[DEMOS.as_posix()] == dvc_md5(root / DEMOS) and deps["stages/finetune"] == "missing"  # not copied
 
 
 def test_la_tok_takes_a_residual_tokenizer_with_two_tokens_per_step(dataset: Path, tmp_path: Path) -> None:
