@@ -26,9 +26,9 @@ from typing import Any, Literal
 
 import flows  # noqa: F401  (Prefect's offline settings, before Prefect is imported)
 from common import prefork
-from common.config import ParamsError, load_section
+from common.config import ParamsError, load_section, read_yaml
 from common.dvc_graph import StageInfo, read_stages, with_upstream
-from common.study import load_study
+from common.study import SECTION, load_study
 from common.tracking import PARENT_RUN_ENV, TrackingParams, close_run, open_study_run, record_stage_lineage
 
 RunnerKind = Literal["thread", "dask", "ray"]
@@ -318,11 +318,13 @@ def _execute(root: str, stages: list[StageInfo], targets: tuple[str, ...], retri
 
 def check_study(root: Path) -> None:
     """Every strategy name of the params file (study.items, strategy_cfg) is registered, before any stage runs: a
-    typo would otherwise fail only its own items, after the LAM and the tokenizer have trained."""
-    from common.vla.strategies import STRATEGIES
-
+    typo would otherwise fail only its own items, after the LAM and the tokenizer have trained. A DVC project without
+    a `study` section (a toy one) has nothing to check."""
     try:
-        load_study(root / "params.yaml", STRATEGIES)
+        if SECTION in read_yaml(root / "params.yaml"):
+            from common.vla.strategies import STRATEGIES
+
+            load_study(root / "params.yaml", STRATEGIES)
     except ParamsError as exc:
         raise FlowError(str(exc)) from None
 
