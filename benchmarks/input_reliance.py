@@ -7,7 +7,7 @@ actions against the demonstrated ones (normalized units, the policy's own statis
 true inputs, with the images of another frame of the same task, and with the proprio of another frame of the same
 task. A policy that reads its cameras loses accuracy when its images are swapped; one that acts on proprio and
 the task alone does not. The expert-free check a reader needs before blaming closed-loop failures on anything
-else: the default study's VLA baseline and its conv reference policy differ here first (README, ablations).
+else: the default study's VLA baseline and its conv reference policy differ here first (docs/results-and-ablations.md).
 """
 
 from __future__ import annotations

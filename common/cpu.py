@@ -4,7 +4,7 @@ torch chooses its CPU kernels by instruction set when they are first used: ATen'
 (`ATEN_CPU_CAPABILITY`), oneDNN's convolutions (`ONEDNN_MAX_CPU_ISA`) and MKL's matrix products (`MKL_CBWR`, MKL's
 conditional numerical reproducibility); NumPy does the same for its own loops (`NPY_DISABLE_CPU_FEATURES`) and its
 OpenBLAS (`OPENBLAS_CORETYPE`). An AVX-512 kernel rounds differently from an AVX2 one, so without the pins a
-training run's weights differ bit for bit between CPU generations (REFERENCE.md section 9). `pin_cpu_kernels` sets
+training run's weights differ bit for bit between CPU generations (docs/reproducibility.md). `pin_cpu_kernels` sets
 all of them to AVX2, a floor nearly every x86-64 CPU meets. common/__init__.py calls it, and every process of the
 study imports common before torch: each stage (`python -m stages.<name>`, under DVC or not: stages/__init__.py
 imports common.prefork), the pre-forking launcher (`python -m common.prefork`) and the flow (`python -m flows`).

@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--retries", type=int, default=1, help="extra attempts for a failed stage (default: 1)")
     parser.add_argument("--retry-delay", type=float, default=5.0, help="seconds between attempts (default: 5)")
     parser.add_argument("--runner", choices=["thread", "dask", "ray"], default="thread",
-                        help="Prefect task runner (dask/ray need prefect-dask/prefect-ray; see README)")
+                        help="Prefect task runner (dask/ray need prefect-dask/prefect-ray; see docs/scaling-out.md)")
     parser.add_argument("--address", default=None, help="existing Dask scheduler or Ray cluster address")
     parser.add_argument("--no-prefork", dest="prefork", action="store_false",
                         help="start every stage command afresh instead of forking it from a launcher that has "

@@ -90,11 +90,12 @@ def weights_to_save(model: VLA) -> dict[str, torch.Tensor]:
 
     A grown embedding (SmolVLM's new rows) is kept too: its new rows are initialised at random.
     """
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    grown, base_elsewhere = model.backbone.grown, model.backbone.base_from_checkpoint
-    return {n: t.detach().cpu().contiguous() for n, t in model.state_dict().items()
-            if not base_elsewhere or n in trainable or "lora_" in n or not n.startswith("backbone.")
-            or (grown and ("embed_tokens" in n or "lm_head" in n))}
+    state = model.state_dict()
+    if model.backbone.base_from_checkpoint:
+        trainable, grown = {n for n, p in model.named_parameters() if p.requires_grad}, model.backbone.grown
+        state = {n: t for n, t in state.items() if n in trainable or "lora_" in n or not n.startswith("backbone.")
+                 or (grown and ("embed_tokens" in n or "lm_head" in n))}
+    return {n: t.detach().cpu().contiguous() for n, t in state.items()}
 
 
 def save_vla(model: VLA, spec: VlaSpec, directory: Path, meta: dict[str, Any]) -> None:

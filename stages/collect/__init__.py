@@ -15,6 +15,4 @@ METRICS = Path("metrics/collect.json")  # small, tracked in git
 OUTS = (DEMOS,)
 # The code this stage's output depends on: dvc.yaml lists the same paths as deps, and the dataset records
 # their fingerprint as its code version.
-CODE = ("common/collection", "common/cpu.py", "common/demos", "common/simulators/__init__.py",
-        "common/simulators/metaworld/__init__.py", "common/simulators/metaworld/scene.py",
-        "common/simulators/metaworld/tasks.py", "stages/collect")
+CODE = ("common/collection", "common/cpu.py", "common/demos", "common/simulators", "stages/collect")

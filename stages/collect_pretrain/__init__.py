@@ -19,9 +19,7 @@ STAGE = "collect_pretrain"
 DEMOS = Path("data/pretrain/demos.hdf5")  # cached by DVC
 METRICS = Path("metrics/collect_pretrain.json")  # small, tracked in git
 OUTS = (DEMOS,)
-CODE = ("common/collection", "common/cpu.py", "common/demos", "common/simulators/__init__.py",
-        "common/simulators/metaworld/__init__.py", "common/simulators/metaworld/scene.py",
-        "common/simulators/metaworld/tasks.py", "stages/collect_pretrain")
+CODE = ("common/collection", "common/cpu.py", "common/demos", "common/simulators", "stages/collect_pretrain")
 STUDY_SECTION = "collect"  # the study's simulator, tasks (excluded), cameras, image size and episode length
 
 

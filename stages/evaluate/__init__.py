@@ -19,7 +19,7 @@ EPISODES_FILE, META_FILE, VIDEOS_DIR = "episodes.jsonl", "meta.json", "videos"
 INPUTS = (DEMOS,)
 # common/vla: the `vla` policy loader and its inference code (common/policy.py imports it on demand)
 CODE = ("common/convstem.py", "common/cpu.py", "common/evaluation", "common/policy.py",
-        "common/simulators/__init__.py", "common/simulators/metaworld", "common/vla", "stages/evaluate")
+        "common/simulators", "common/vla", "stages/evaluate")
 
 
 def results_dir(name: str) -> Path:

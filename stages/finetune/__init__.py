@@ -24,11 +24,10 @@ MODEL_ROOT = Path("models/finetune")  # models/finetune/<strategy>-<seed>/
 METRICS_ROOT = Path("metrics/finetune")  # metrics/finetune/<strategy>-<seed>.json
 PLOTS_ROOT = Path("plots/finetune")  # plots/finetune/<strategy>-<seed>.csv: the training loss curve
 CHECKPOINT_ROOT = Path("checkpoints/finetune")  # persists across DVC runs so that a killed run resumes
-# common/simulators/{__init__.py, metaworld/__init__.py, metaworld/tasks.py}: the tiny tokenizer is learnt from
-# the simulator's instructions
+# common/simulators: the tiny tokenizer is learnt from the simulator's instructions (every simulator, so that a new
+# one is a new module and nothing else)
 CODE = ("common/convstem.py", "common/cpu.py", "common/demos", "common/latents", "common/normalize.py",
-        "common/simulators/__init__.py", "common/simulators/metaworld/__init__.py",
-        "common/simulators/metaworld/tasks.py", "common/train.py", "common/vla", "stages/finetune")
+        "common/simulators", "common/train.py", "common/vla", "stages/finetune")
 INPUTS = (DEMOS,)
 # The pretrain stage's shared start: a DVC dep of every item, read when backbone.pretrained names it (the default)
 START = PRETRAIN_MODEL

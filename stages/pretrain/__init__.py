@@ -31,8 +31,7 @@ CHECKPOINTS = Path("checkpoints/pretrain")  # persists across DVC runs so that a
 OUTS = (MODEL,)
 INPUTS = (DEMOS,)
 CODE = ("common/action_vq/model.py", "common/convstem.py", "common/cpu.py", "common/demos", "common/lam/model.py",
-        "common/normalize.py", "common/simulators/__init__.py", "common/simulators/metaworld/__init__.py",
-        "common/simulators/metaworld/tasks.py", "common/train.py", "common/vla", "stages/pretrain")
+        "common/normalize.py", "common/simulators", "common/train.py", "common/vla", "stages/pretrain")
 OBJECTIVE = "l1 of the bridge head's normalized action chunks (the baseline's; no latent targets)"
 
 

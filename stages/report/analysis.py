@@ -18,7 +18,7 @@ from stages.report import BASELINE, Params
 
 IMAGE_LATENTS = ("la_align", "la_direct", "la_cond")
 DISCRETE_TOKENS = ("la_direct", "la_cond", "la_tok")
-STRATEGY_LEGEND = {  # REFERENCE section 3, one line each
+STRATEGY_LEGEND = {  # common/vla/strategies, one line each
     "baseline": "no latent; P x K action placeholders (P: finetune.placeholders_per_step; the paper's 5), all fed "
                 "to the L1 action head; action loss only",
     "la_align": "image LAM, continuous code vectors; P x K placeholders, the last K to the head; plus 1 - cosine "

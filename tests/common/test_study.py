@@ -34,8 +34,8 @@ def test_every_section_that_uses_k_reads_study_chunk(tmp_path: Path) -> None:
     from stages.reference import Params as ReferenceParams
 
     path = params_file(tmp_path, **{"study.chunk": 5})
-    assert {load_section(path, "action_vq", TokenizerParams).chunk, load_section(path, "finetune", FinetuneParams).chunk,
-            load_section(path, "reference", ReferenceParams).chunk, read_architecture(path).chunk} == {5}
+    sections = (("action_vq", TokenizerParams), ("finetune", FinetuneParams), ("reference", ReferenceParams))
+    assert {load_section(path, name, cls).chunk for name, cls in sections} | {read_architecture(path).chunk} == {5}
 
 
 def test_k_written_in_a_section_too_is_an_error_naming_where_it_lives(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The supervision strategies behind one registry (REFERENCE section 3; values below for K = 8, C = 4).
+"""The supervision strategies behind one registry (the study's five; values below for K = 8, C = 4).
 
 | strategy  | latent                 | placeholders | to the action head        | extra loss                          |
 |-----------|------------------------|--------------|---------------------------|-------------------------------------|
