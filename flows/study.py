@@ -12,15 +12,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,7 +43,7 @@ class FlowOptions:
 
     root: Path  # the DVC repository
     targets: tuple[str, ...]  # stages to bring up to date with everything upstream; empty: the whole graph
-    max_parallel: int  # stages running at once (threads: `Slots`; Dask/Ray: the worker count)
+    max_parallel: int  # stages running at once (threads, or the local Dask/Ray cluster's workers)
     retries: int  # extra attempts for a failed stage
     retry_delay_s: float
     runner: RunnerKind
@@ -60,86 +57,16 @@ class FlowOptions:
             raise FlowError(f"--retries {self.retries} / --retry-delay {self.retry_delay_s}: must not be negative")
 
 
-class Slots:
-    """At most `capacity` stages run at once; a free slot goes to the ready stage (every upstream stage finished) with
-    the lowest priority number, whether or not its thread has asked for one yet.
-
-    With the thread runner every stage gets a thread of its own, which waits for its upstream stages without taking
-    a slot: a slot is taken only once the stage can run, so no core idles behind a stage that waits (Prefect's own
-    limit, the pool size, counts waiting tasks too). When a stage finishes, the threads of the stages it held back are
-    released together and race to ask; granting by arrival once let the baseline's training take the slot the LAM
-    (the long chain) should have had. So stages are registered up front with their upstream stages, and a thread that
-    asks waits while a ready stage ahead of it has not asked yet: at most `grace_s` after that stage became ready (its
-    thread is on its way; one that never comes, say after a failure Prefect handles, holds nobody up for longer).
-    """
-
-    def __init__(self, capacity: int, grace_s: float = 5.0) -> None:
-        self._free, self._grace_s = capacity, grace_s
-        self._queued: dict[str, tuple[int, frozenset[str]]] = {}  # stages not run yet: priority, upstream stages
-        self._ready_at: dict[str, float] = {}  # when each queued stage's last upstream stage finished
-        self._asking: set[str] = set()  # queued stages whose thread waits in `hold`
-        self._done: set[str] = set()
-        self._changed = threading.Condition()
-
-    def register(self, name: str, priority: int, upstream: tuple[str, ...]) -> None:
-        """Queue a stage (before any stage runs); `upstream`: the stages of this flow it waits for."""
-        with self._changed:
-            self._queued[name] = (priority, frozenset(upstream))
-            if self._queued[name][1] <= self._done:
-                self._ready_at[name] = time.monotonic()
-
-    def _next(self, now: float) -> str | None:
-        """The stage a free slot goes to: the lowest priority among those asking and those ready for < grace_s."""
-        candidates = [(priority, name) for name, (priority, _) in self._queued.items()
-                      if name in self._asking or now - self._ready_at.get(name, -math.inf) < self._grace_s]
-        return min(candidates)[1] if candidates else None
-
-    @contextlib.contextmanager
-    def hold(self, name: str) -> Iterator[None]:
-        """Wait for a slot (see the class), hold it for the block. A stage that fails is queued again: its retry asks
-        like any other stage."""
-        with self._changed:
-            if name not in self._queued:
-                raise FlowError(f"stage {name} asked for a slot without being registered (or while it holds one)")
-            self._asking.add(name)
-            while not (self._free > 0 and self._next(time.monotonic()) == name):
-                self._changed.wait(timeout=min(0.5, self._grace_s))  # a grace period ends without a notify
-            self._asking.discard(name)
-            entry = self._queued.pop(name)
-            self._ready_at.pop(name, None)
-            self._free -= 1
-            self._changed.notify_all()  # the next stage may take a slot still free
-        finished = False
-        try:
-            yield
-            finished = True
-        finally:
-            with self._changed:
-                self._free += 1
-                if finished:
-                    self._done.add(name)
-                    now = time.monotonic()
-                    for other, (_, upstream) in self._queued.items():
-                        if other not in self._ready_at and upstream <= self._done:
-                            self._ready_at[other] = now
-                else:
-                    self._queued[name] = entry  # eligible again when its retry asks
-                self._changed.notify_all()
-
-
-_SLOTS: Slots | None = None  # the thread runner's concurrency limit, for the flow running in this process
-
-
 def make_task_runner(runner: RunnerKind, max_parallel: int, address: str | None = None) -> Any:
     """The Prefect task runner: threads on this machine, or Dask/Ray workers sharing this filesystem.
 
-    Threads: one per submitted stage (started on demand), limited to `max_parallel` running stages by `Slots`.
-    Dask/Ray: the workers are the limit (`max_parallel` of them unless `address` names a cluster).
+    `max_parallel` threads, or a local cluster of `max_parallel` Dask workers (one thread each) or Ray CPUs, unless
+    `address` names a cluster. The flow never submits more stages at once than `max_parallel` (`run_ready_first`).
     """
     if runner == "thread":
         from prefect.task_runners import ThreadPoolTaskRunner
 
-        return ThreadPoolTaskRunner(max_workers=sys.maxsize)  # unbounded whatever Prefect's settings say
+        return ThreadPoolTaskRunner(max_workers=max_parallel)
     if runner == "dask":
         try:
             from prefect_dask import DaskTaskRunner
@@ -196,12 +123,7 @@ def prefork_launcher(root: Path, enabled: bool) -> Iterator[str | None]:
 
 
 def repro_stage(stage: str, root: str, parent_run_id: str | None, launcher: str | None) -> None:
-    """Prefect task body: `dvc --wait-for-lock repro --single-item <stage>` (in a slot of the thread runner's limit)."""
-    with _SLOTS.hold(stage) if _SLOTS is not None else contextlib.nullcontext():
-        _repro(stage, root, parent_run_id, launcher)
-
-
-def _repro(stage: str, root: str, parent_run_id: str | None, launcher: str | None) -> None:
+    """Prefect task body: `dvc --wait-for-lock repro --single-item <stage>`, its output in the task's log."""
     from prefect import get_run_logger
 
     logger = get_run_logger()
@@ -240,8 +162,8 @@ def dvc_status(root: Path, targets: tuple[str, ...]) -> dict[str, Any]:
     return json.loads(done.stdout or "{}")
 
 
-def _study(root: str, targets: tuple[str, ...], retries: int, retry_delay_s: float, launcher: str | None
-           ) -> dict[str, str]:
+def _study(root: str, targets: tuple[str, ...], retries: int, retry_delay_s: float, launcher: str | None,
+           capacity: int) -> dict[str, str]:
     """The flow body: the parent MLflow run around `_execute`, closed FAILED if anything goes wrong."""
     from prefect import get_run_logger
 
@@ -252,7 +174,7 @@ def _study(root: str, targets: tuple[str, ...], retries: int, retry_delay_s: flo
         "study.flow": FLOW_NAME, "study.stages": ",".join(s.name for s in stages)[:5000]})
     get_run_logger().info("%d stage(s): %s; MLflow parent run %s", len(stages), [s.name for s in stages], parent)
     try:
-        states = _execute(root, stages, targets, retries, retry_delay_s, parent, tracking, launcher)
+        states = _execute(root, stages, targets, retries, retry_delay_s, parent, tracking, launcher, capacity)
     except BaseException:
         close_run(tracking, Path(root), parent, failed=True)
         raise
@@ -264,12 +186,9 @@ def submission_order(stages: list[StageInfo]) -> list[StageInfo]:
     """Stages by depth (longest chain of upstream stages), and within a depth those with more stages downstream of
     them first, then by name.
 
-    Task runners start submitted tasks first come, first served, and (Dask, Ray) a started task holds its worker
-    while it waits for its upstream tasks; the thread runner's `Slots` grant ready stages a slot in this order.
-    Submitting by depth means every upstream task has started before a worker takes its consumers (no worker
-    waits on a task still queued behind it), and the many-descendant stages of a depth (the LAM and the tokenizer)
-    start before the one-descendant ones (the baseline's training), so the long chain of the study is not queued
-    behind the stages beside it.
+`run_ready_first` gives a free slot to the first ready stage in this order: the many-descendant stages of a depth
+    (the LAM and the tokenizer) start before the one-descendant ones (the baseline's training), so the long chain of
+    the study is not queued behind the stages beside it.
     """
     by_name = {s.name: s for s in stages}
     depth: dict[str, int] = {}
@@ -283,28 +202,60 @@ def submission_order(stages: list[StageInfo]) -> list[StageInfo]:
     return sorted(stages, key=lambda s: (depth[s.name], -len(below[s.name]), s.name))
 
 
-def _execute(root: str, stages: list[StageInfo], targets: tuple[str, ...], retries: int, retry_delay_s: float,
-             parent: str | None, tracking: TrackingParams, launcher: str | None) -> dict[str, str]:
-    """Submit every stage after its upstream stages, wait, report failures, then require a clean `dvc status`."""
-    from prefect import get_run_logger, task
-    from prefect.futures import wait
+NOT_RUN = "NotRun"  # the state of a stage whose upstream stage did not complete
 
-    futures: dict[str, Any] = {}
-    ordered = submission_order(stages)
-    if _SLOTS is not None:
-        for position, stage in enumerate(ordered):
-            _SLOTS.register(stage.name, position, stage.upstream)
-    for stage in ordered:  # upstream futures exist before their consumers
-        runner = task(repro_stage, name=f"repro {stage.name}", retries=retries, retry_delay_seconds=retry_delay_s)
-        futures[stage.name] = runner.submit(stage.name, root, parent, launcher,
-                                            wait_for=[futures[u] for u in stage.upstream])
-    wait(list(futures.values()))
-    states = {name: future.state for name, future in futures.items()}
-    failed = {name: state for name, state in states.items() if not state.is_completed()}
+
+def run_ready_first(ordered: list[StageInfo], capacity: int, submit: Callable[[StageInfo], Any],
+                    first_done: Callable[[list[Any]], Any]) -> dict[str, Any]:
+    """Run the stages once each, at most `capacity` at once: whenever one is free, a slot goes to the first stage of
+    `ordered` (priority order, upstream first) whose upstream stages in the list have all completed. A stage is
+    submitted only when it can start, so no thread or worker waits on another stage. `submit(stage)` returns a
+    future with a `.state`; `first_done(futures)` blocks until one of them has finished and returns it.
+
+    Returns each stage's final state, `NOT_RUN` for a stage downstream of one that did not complete.
+    """
+    names = {s.name for s in ordered}
+    waiting, running, states = list(ordered), {}, {}
+    while waiting or running:
+        for stage in list(waiting):
+            upstream = [u for u in stage.upstream if u in names]
+            if any(u in states and (states[u] == NOT_RUN or not states[u].is_completed()) for u in upstream):
+                states[stage.name] = NOT_RUN
+                waiting.remove(stage)
+            elif len(running) < capacity and all(u in states for u in upstream):
+                running[stage.name] = submit(stage)
+                waiting.remove(stage)
+        if running:
+            done = first_done(list(running.values()))
+            name = next(n for n, future in running.items() if future is done)
+            states[name] = running.pop(name).state
+    return states
+
+
+def first_finished(futures: list[Any]) -> Any:
+    """The first of the Prefect futures to finish, its final state fetched (`wait`) so that `.state` is final."""
+    from prefect.futures import as_completed
+
+    done = next(as_completed(futures))
+    done.wait()
+    return done
+
+
+def _execute(root: str, stages: list[StageInfo], targets: tuple[str, ...], retries: int, retry_delay_s: float,
+             parent: str | None, tracking: TrackingParams, launcher: str | None, capacity: int) -> dict[str, str]:
+    """Run every stage after its upstream stages, report failures, then require a clean `dvc status`."""
+    from prefect import get_run_logger, task
+
+    runner = task(repro_stage, retries=retries, retry_delay_seconds=retry_delay_s)
+    states = run_ready_first(
+        submission_order(stages), capacity,
+        lambda stage: runner.with_options(name=f"repro {stage.name}").submit(stage.name, root, parent, launcher),
+        first_finished)
+    failed = {name: state for name, state in states.items() if state == NOT_RUN or not state.is_completed()}
     if parent is not None:  # the stages that completed keep their record even when others failed
         record_lineage(Path(root), [name for name in states if name not in failed], parent, tracking)
     if failed:
-        details = "\n".join(f"  - {name}: " + ("not run: an upstream stage did not complete" if state.name == "NotReady"
+        details = "\n".join(f"  - {name}: " + ("not run: an upstream stage did not complete" if state == NOT_RUN
                                                  else f"{state.name}: {state.message or ''}".rstrip())
                             for name, state in failed.items())
         raise FlowError(f"{len(failed)} of {len(states)} stage(s) did not complete:\n{details}\n"
@@ -333,16 +284,12 @@ def run_study(options: FlowOptions) -> dict[str, str]:
     """Execute the graph with the chosen task runner; raises FlowError if any stage fails."""
     from prefect import flow
 
-    global _SLOTS
     check_study(options.root)
     if options.targets:  # an unknown stage fails now, not after the Prefect server has started
         with_upstream(read_stages(options.root), list(options.targets))
     runner = make_task_runner(options.runner, options.max_parallel, options.address)
     study = flow(_study, name=FLOW_NAME, task_runner=runner, log_prints=True)
-    _SLOTS = Slots(options.max_parallel) if options.runner == "thread" else None
     root = options.root.resolve()
-    try:
-        with prefork_launcher(root, options.prefork) as launcher:
-            return study(str(root), options.targets, options.retries, options.retry_delay_s, launcher)
-    finally:
-        _SLOTS = None
+    with prefork_launcher(root, options.prefork) as launcher:
+        return study(str(root), options.targets, options.retries, options.retry_delay_s, launcher,
+                     options.max_parallel)

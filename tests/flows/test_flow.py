@@ -74,96 +74,73 @@ def test_submission_puts_each_depth_together_and_the_long_chains_first() -> None
     assert all(position[u] < position[s.name] for s in graph for u in s.upstream)
 
 
-def test_slots_cap_the_running_holders_and_serve_the_lowest_priority_first() -> None:
-    import threading
-    import time
+class FakeState:
+    def __init__(self, ok: bool) -> None:
+        self.ok, self.name = ok, "Completed" if ok else "Failed"
 
-    from flows.study import Slots
-
-    slots, lock = Slots(2, grace_s=0), threading.Lock()
-    running, peak, started = [0], [0], []
-    release = threading.Event()
-    for priority in range(6):
-        slots.register(f"s{priority}", priority, ())
-
-    def hold(priority: int) -> None:
-        with slots.hold(f"s{priority}"):
-            with lock:
-                started.append(priority)
-                running[0] += 1
-                peak[0] = max(peak[0], running[0])
-            release.wait(5) if priority in (0, 1) else time.sleep(0.01)
-            with lock:
-                running[0] -= 1
-
-    first = [threading.Thread(target=hold, args=(p,)) for p in (0, 1)]
-    for thread in first:
-        thread.start()
-    while len(started) < 2:
-        time.sleep(0.01)
-    rest = [threading.Thread(target=hold, args=(p,)) for p in (5, 3, 4, 2)]  # queue while both slots are held
-    for thread in rest:
-        thread.start()
-    time.sleep(0.2)
-    assert sorted(started) == [0, 1]  # nobody got past the two holders
-    release.set()
-    for thread in first + rest:
-        thread.join(5)
-    assert started[2:] == [2, 3, 4, 5] and peak[0] == 2
+    def is_completed(self) -> bool:
+        return self.ok
 
 
-def test_slots_keep_a_freed_slot_for_the_ready_stage_ahead_whose_thread_is_late() -> None:
-    """The study's start: when `collect` ends, the baseline's thread may ask before the LAM's; the LAM still goes
-    first (and the tokenizer second), as their priorities say."""
-    import threading
-    import time
+class FakeRunner:
+    """Futures that finish in submission order (`first_done` takes the oldest running); `fails`: stages that fail."""
 
-    from flows.study import Slots
+    def __init__(self, fails: tuple[str, ...] = ()) -> None:
+        self.fails, self.submitted, self.running, self.peak, self.running_at_wait = fails, [], [], 0, []
 
-    slots, started = Slots(2, grace_s=5), []
-    for priority, name in enumerate(("collect", "lam", "action_vq", "finetune@baseline-0")):
-        slots.register(name, priority, () if name == "collect" else ("collect",))
+    def submit(self, stage: object) -> object:
+        future = type("Future", (), {"stage": stage.name, "state": FakeState(stage.name not in self.fails)})()
+        self.submitted.append(stage.name)
+        self.running.append(future)
+        self.peak = max(self.peak, len(self.running))
+        return future
 
-    def run(name: str, delay: float) -> threading.Thread:
-        def body() -> None:
-            time.sleep(delay)
-            with slots.hold(name):
-                started.append(name)
-                time.sleep(0.3)
-        thread = threading.Thread(target=body)
-        thread.start()
-        return thread
-
-    run("collect", 0).join(5)
-    threads = [run("finetune@baseline-0", 0), run("lam", 0.2), run("action_vq", 0.4)]  # arrival order: reversed
-    for thread in threads:
-        thread.join(5)
-    assert started == ["collect", "lam", "action_vq", "finetune@baseline-0"]
+    def first_done(self, futures: list) -> object:
+        self.running_at_wait.append(sorted(f.stage for f in futures))
+        done = self.running.pop(0)
+        assert done in futures
+        return done
 
 
-def test_slots_wait_for_an_absent_stage_only_for_the_grace_and_requeue_a_failed_one() -> None:
-    import time
+def stage(name: str, *upstream: str):
+    from common.dvc_graph import StageInfo
 
-    import pytest
-
-    from flows.study import FlowError, Slots
-
-    slots = Slots(1, grace_s=0.3)
-    slots.register("first", 0, ())  # ready, but its thread never asks
-    slots.register("second", 1, ())
-    start = time.monotonic()
-    with pytest.raises(RuntimeError, match="stage failed"):
-        with slots.hold("second"):
-            assert time.monotonic() - start >= 0.25  # it waited for `first`, then went ahead
-            raise RuntimeError("stage failed")
-    with slots.hold("second"):  # the retry asks again and gets the slot
-        pass
-    with pytest.raises(FlowError, match="without being registered"):
-        with slots.hold("second"):  # finished: not queued any more
-            pass
+    return StageInfo(name=name, cmd="true", upstream=upstream, deps=(), outs=(), locked_params={}, current_params={})
 
 
-@pytest.mark.skipif(not prefork.available(), reason="the launcher forks only on Linux")
+def test_ready_stages_take_free_slots_in_priority_order_never_more_than_the_capacity() -> None:
+    from flows.study import run_ready_first
+
+    runner = FakeRunner()
+    states = run_ready_first([stage(f"s{i}") for i in range(6)], 2, runner.submit, runner.first_done)
+    assert runner.submitted == [f"s{i}" for i in range(6)] and runner.peak == 2
+    assert all(state.is_completed() for state in states.values()) and len(states) == 6
+
+
+def test_a_stage_is_submitted_only_once_its_upstream_completed() -> None:
+    """No thread or worker waits on another stage: a slot stays free rather than go to a stage that cannot start."""
+    from flows.study import run_ready_first
+
+    graph = [stage("collect"), stage("lam", "collect"), stage("finetune@baseline-0", "collect"),
+             stage("extract", "lam"), stage("report", "extract", "finetune@baseline-0")]
+    runner = FakeRunner()
+    run_ready_first(graph, 2, runner.submit, runner.first_done)
+    assert runner.running_at_wait[0] == ["collect"]  # two slots, one stage ready
+    assert runner.running_at_wait[1] == ["finetune@baseline-0", "lam"]  # both freed stages, the long chain first
+    assert runner.submitted == ["collect", "lam", "finetune@baseline-0", "extract", "report"]
+
+
+def test_stages_downstream_of_a_failure_do_not_run_and_the_others_do() -> None:
+    from flows.study import NOT_RUN, run_ready_first
+
+    graph = [stage("ok"), stage("boom"), stage("after", "boom"), stage("later", "after"), stage("beside", "ok")]
+    runner = FakeRunner(fails=("boom",))
+    states = run_ready_first(graph, 1, runner.submit, runner.first_done)
+    assert runner.submitted == ["ok", "boom", "beside"]
+    assert states["after"] == states["later"] == NOT_RUN and not states["boom"].is_completed()
+    assert states["ok"].is_completed() and states["beside"].is_completed()
+
+
 def test_with_prefork_a_stage_runs_in_a_fork_of_the_flows_launcher(tmp_path: Path) -> None:
     """The flow starts the launcher and hands its socket through `dvc repro` to `python -m <package>`: the stage finds
     torch imported already (it never imports it), and the launcher is gone when the flow returns."""
