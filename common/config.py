@@ -108,22 +108,22 @@ def section_of(data: dict[str, Any], path: Path, section: str, cls: type[T]) -> 
             [Problem(section, _MISSING, "section is missing", f"add a `{section}:` section{hint}")],
         )
     raw, problems = data[section], []
-    if isinstance(raw, dict) and shared_keys(cls):
-        raw = dict(raw)
-        for name, key in shared_keys(cls).items():
-            if name in raw:
-                problems.append(Problem(f"{section}.{name}", raw.pop(name), f"is stated once for the study, as "
-                                        f"`{key}`", f"remove it here; change `{key}` instead"))
-            raw[name] = lookup(data, key)
-            derive = next(f.metadata[_DERIVE] for f in dataclasses.fields(cls) if f.name == name)
-            if raw[name] is _MISSING:
-                problems.append(Problem(key, _MISSING, f"is missing (`{section}.{name}` is read from it)",
-                                        f"add `{key}` to {path}"))
-            elif derive is not None:
-                try:
-                    raw[name] = derive(raw[name])
-                except ParamsError as exc:
-                    problems.extend(exc.problems)
+    fields = [f for f in dataclasses.fields(cls) if _SHARED in f.metadata] if isinstance(raw, dict) else []
+    raw = dict(raw) if fields else raw
+    for field in fields:
+        name, key, derive = field.name, field.metadata[_SHARED], field.metadata[_DERIVE]
+        if name in raw:
+            problems.append(Problem(f"{section}.{name}", raw.pop(name), f"is stated once for the study, as `{key}`",
+                                    f"remove it here; change `{key}` instead"))
+        raw[name] = lookup(data, key)
+        if raw[name] is _MISSING:
+            problems.append(Problem(key, _MISSING, f"is missing (`{section}.{name}` is read from it)",
+                                    f"add `{key}` to {path}"))
+        elif derive is not None:
+            try:
+                raw[name] = derive(raw[name])
+            except ParamsError as exc:
+                problems.extend(exc.problems)
     if problems:
         raise ParamsError(str(path), problems)
     return from_dict(cls, raw, prefix=section, source=str(path))

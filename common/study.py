@@ -100,10 +100,10 @@ def check_strategies(study: StudyParams, configured: Iterable[str], known: Itera
     return out
 
 
-def load_study(path: Path, known: Iterable[str] | None = None) -> StudyParams:
-    """The `study` section of the params file; with `known` (the registered strategy names), every strategy name in
-    it and in `strategy_cfg` is checked too, all problems reported at once."""
-    data = read_yaml(path)
+def load_study(path: Path, known: Iterable[str] | None = None, data: dict[str, Any] | None = None) -> StudyParams:
+    """The `study` section of the params file (`data`: the file, already read); with `known` (the registered strategy
+    names), every strategy name in it and in `strategy_cfg` is checked too, all problems reported at once."""
+    data = read_yaml(path) if data is None else data
     study = section_of(data, path, SECTION, StudyParams)
     if known is not None:
         configured: Any = data.get(STRATEGY_SECTION) or {}

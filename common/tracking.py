@@ -119,7 +119,8 @@ class StageRun:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = before
-        experiment_id = _experiment_id(mlflow.MlflowClient(), self.tracking, self.root)
+        self._client = mlflow.MlflowClient()
+        experiment_id = _experiment_id(self._client, self.tracking, self.root)
         tags = {"git.commit": git_commit(self.root), **kernel_settings()}
         if os.environ.get(PARENT_RUN_ENV):
             tags["mlflow.parentRunId"] = os.environ[PARENT_RUN_ENV]
@@ -131,7 +132,6 @@ class StageRun:
             self.lineage = stage
             log.warning("%s: no lineage recorded in MLflow: %s", self.address, stage)
         tags.update({"dvc.stage": self.address, "dvc.stage.base": self.stage.split("@")[0]})
-        self._client = mlflow.MlflowClient()
         end_abandoned_runs(self._client, experiment_id, self.address)
         tags.update({HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())})
         run = self._client.create_run(experiment_id, run_name=self.address, tags=tags)

@@ -274,10 +274,11 @@ def check_study(root: Path) -> None:
     typo would otherwise fail only its own items, after the LAM and the tokenizer have trained. A DVC project without
     a `study` section (a toy one) has nothing to check."""
     try:
-        if SECTION in read_yaml(root / "params.yaml"):
+        data = read_yaml(root / "params.yaml")
+        if SECTION in data:
             from common.vla.strategies import STRATEGIES
 
-            load_study(root / "params.yaml", STRATEGIES)
+            load_study(root / "params.yaml", STRATEGIES, data)
     except ParamsError as exc:
         raise FlowError(str(exc)) from None
 
