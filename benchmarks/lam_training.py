@@ -35,7 +35,8 @@ def main() -> None:
     args = parser.parse_args()
     setup_logging()
     params = load_section(args.params, "lam", Params)
-    pairs = FramePairs.load(DEMOS, "train", params.camera, params.gap, params.normalization)
+    pairs = FramePairs.load(DEMOS, "train", params.camera, params.gap, params.normalization,
+                            val_fraction=params.val_fraction)
     image_size = pairs.image_size
     train_params = dataclasses.replace(params.train, steps=args.steps, checkpoint_every=10**9)
     rates, waits = [], []

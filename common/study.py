@@ -1,8 +1,9 @@
-"""The study's shape, stated once in params.yaml's `study` section: the action chunk K and the strategy x seed matrix.
+"""The study's shape, stated once in params.yaml's `study` section: the action chunk K, the validation share of a
+demo file without splits, and the strategy x seed matrix.
 
 dvc.yaml's finetune and evaluate stages iterate over `study.items` (`foreach: ${study.items}`: one DVC item per
 entry, named by its key); the finetune stage, the report and the flow read the same entries through `load_study`.
-K reaches the sections that use it as a `shared("study.chunk")` field (common/config.py).
+K and the validation share reach the sections that use them as `shared("study.<key>")` fields (common/config.py).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class StudyParams:
     """The `study` section."""
 
     chunk: int  # K actions per chunk: tokenized by action_vq, predicted by every policy
+    val_fraction: float  # held out for validation in a demo file that declares no split (common/demos/splits.py)
     items: dict[str, MatrixItem]
 
     @property
@@ -54,6 +56,8 @@ class StudyParams:
         out = []
         if self.chunk < 1:
             out.append(Problem("chunk", self.chunk, "must be at least 1", "e.g. 8"))
+        if not 0 <= self.val_fraction < 1:
+            out.append(Problem("val_fraction", self.val_fraction, "must be in [0, 1)", "e.g. 0.1"))
         if not self.items:
             out.append(Problem("items", {}, "must not be empty", "add `baseline-0: {strategy: baseline, seed: 0, "
                                                                  "reads: data/collect/demos.hdf5}`"))

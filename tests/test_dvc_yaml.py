@@ -49,7 +49,7 @@ def test_each_matrix_stage_matches_its_package() -> None:
     do = stages["finetune"]["do"]
     assert stages["finetune"]["foreach"] == stages["evaluate"]["foreach"] == "${study.items}"
     assert do["cmd"] == "python -m stages.finetune --strategy ${item.strategy} --seed ${item.seed}"
-    assert do["params"] == ["finetune", "study.chunk", "strategy_cfg.${item.strategy}"]
+    assert do["params"] == ["finetune", *shared_keys(package.Params).values(), "strategy_cfg.${item.strategy}"]
     assert sorted(d for d in do["deps"] if d.startswith(("common", "stages"))) == sorted(package.CODE)
     data_deps = [d for d in do["deps"] if not d.startswith(("common", "stages"))]
     assert data_deps == [*(p.as_posix() for p in package.INPUTS), "${item.reads}", package.START.as_posix()]
@@ -76,14 +76,14 @@ def test_pretrain_lists_every_setting_it_reads_from_other_sections() -> None:
     when those change (finetune.backbone.preset, pretrained and lora are not read: pretrain always starts tiny)."""
     import dataclasses
 
-    from stages.pretrain import Architecture
+    from stages.pretrain import Architecture, Params
 
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     pretrain = set(stages["pretrain"]["params"])
     backbone = {"finetune.backbone.family", "finetune.backbone.input_size", "finetune.backbone.tiny"}
     own = {f"finetune.{f.name}" for f in dataclasses.fields(Architecture)
            if f.name != "backbone" and f.name not in shared_keys(Architecture)}
-    assert own | set(shared_keys(Architecture).values()) | backbone | {
+    assert own | set(shared_keys(Architecture).values()) | set(shared_keys(Params).values()) | backbone | {
         "pretrain", "lam.model.codebook_size", "lam.model.codes_per_transition", "action_vq.model.quantizer",
         "action_vq.model.codebook_size", "action_vq.model.fsq_levels"} == pretrain
     assert set(stages["collect_pretrain"]["params"]) == {"collect_pretrain", "collect.simulator", "collect.tasks",

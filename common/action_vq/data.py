@@ -39,10 +39,11 @@ class ActionChunks:
     names: list[str]
 
     @classmethod
-    def load(cls, path: Path, split: str | None, chunk: int, normalization: str, stats: Stats) -> "ActionChunks":
-        """Chunks of the demos of `split` (None: every demo) in file order."""
+    def load(cls, path: Path, split: str | None, chunk: int, normalization: str, stats: Stats, *,
+             val_fraction: float) -> "ActionChunks":
+        """Chunks of the demos of `split` (None: every demo) in file order (`val_fraction`: `study.val_fraction`)."""
         chunks, pads, raws, episodes, names = [], [], [], [], []
-        with DemoReader(path) as reader:
+        with DemoReader(path, val_fraction) as reader:
             for name in reader.names:
                 if split is not None and reader.split(name) != split:
                     continue

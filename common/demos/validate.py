@@ -128,8 +128,8 @@ def _demo_problems(reader: DemoReader, name: str) -> Iterator[str]:
             yield f"{key}: shape {values.shape}, expected ({length},)"
 
 
-def training_demos(path: Path, cameras: tuple[str, ...], field: str, next_step: str,
-                   val_fraction: float = DEFAULT_VAL_FRACTION) -> tuple[S.DatasetMeta, S.Stats, S.Stats]:
+def training_demos(path: Path, cameras: tuple[str, ...], field: str, next_step: str, *,
+                   val_fraction: float) -> tuple[S.DatasetMeta, S.Stats, S.Stats]:
     """A demo file checked for training on `cameras` (the params key `field` names them): its metadata and the
     action and proprio statistics that normalise it."""
     meta = validate_file(path, val_fraction)

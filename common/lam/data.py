@@ -25,9 +25,10 @@ class FramePairs:
     index: np.ndarray  # (M, 2) int64
 
     @classmethod
-    def load(cls, path: Path, split: str, camera: str, gap: int, normalization: str) -> "FramePairs":
-        """Read one split's frames of `camera` from a demonstration file."""
-        with DemoReader(path) as reader:
+    def load(cls, path: Path, split: str, camera: str, gap: int, normalization: str, *,
+             val_fraction: float) -> "FramePairs":
+        """Read one split's frames of `camera` from a demonstration file (`val_fraction`: `study.val_fraction`)."""
+        with DemoReader(path, val_fraction) as reader:
             if camera not in reader.meta.cameras:
                 raise DatasetError(
                     f"{path}: no camera {camera!r}; it has {list(reader.meta.cameras)}. Next step: set lam.camera"

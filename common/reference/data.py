@@ -45,11 +45,12 @@ def chunks(actions: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_samples(path: Path, split: str, cameras: tuple[str, ...], tasks: tuple[str, ...], chunk: int,
-                 action_stats: Stats, proprio_stats: Stats, normalization: str) -> Samples:
-    """Every step of one split's episodes as samples; a task outside `tasks` is a DatasetError."""
+                 action_stats: Stats, proprio_stats: Stats, normalization: str, *, val_fraction: float) -> Samples:
+    """Every step of one split's episodes as samples; a task outside `tasks` is a DatasetError (`val_fraction`:
+    `study.val_fraction`)."""
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("images", "proprio", "task", "actions", "mask")}
     episodes = 0
-    with DemoReader(path) as reader:
+    with DemoReader(path, val_fraction) as reader:
         for name in reader.names:
             episode = reader.episode(name, cameras=cameras)
             if episode.split != split:

@@ -134,26 +134,26 @@ class Backbone(nn.Module):
         return self.vlm.lm_head(hidden)
 
 
-def build_tokenizer(params: BackboneParams, template: str) -> Any:
-    """The tokenizer: the checkpoint's (pretrained) or a small BPE learnt offline from the instructions (tiny)."""
+def build_tokenizer(params: BackboneParams, template: str, instructions: tuple[str, ...]) -> Any:
+    """The tokenizer: the checkpoint's (pretrained) or a small BPE learnt offline from `instructions` (tiny)."""
     from common.vla.tokenizer import instruction_corpus, train_bpe
 
     family = FAMILIES[params.family]
     if params.preset == "tiny":
-        return train_bpe(instruction_corpus(template), family.special_tokens, params.tiny.vocab_size)
+        return train_bpe(instruction_corpus(template, instructions), family.special_tokens, params.tiny.vocab_size)
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(params.pretrained)
 
 
 def build_backbone(params: BackboneParams, template: str, added_tokens: tuple[str, ...], image_size: int,
-                   seed: int) -> Backbone:
+                   seed: int, instructions: tuple[str, ...]) -> Backbone:
     """Build the backbone with `added_tokens` in its vocabulary (embedding sized to match) and LoRA if asked."""
     from transformers import AutoConfig, AutoModelForImageTextToText
 
     family = FAMILIES[params.family]
     input_size = params.input_size or image_size
-    tokenizer = build_tokenizer(params, template)
+    tokenizer = build_tokenizer(params, template, instructions)
     tokenizer.add_tokens(list(added_tokens), special_tokens=True)
     torch.manual_seed(seed)
     if params.preset == "tiny":

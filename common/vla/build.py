@@ -58,10 +58,12 @@ def added_tokens(spec: VlaSpec) -> tuple[str, ...]:
     return (PLACEHOLDER, *get_strategy(spec.strategy).vocabulary(spec.latent_meta))
 
 
-def make_vla(spec: VlaSpec, seed: int, vocabulary: tuple[str, ...] | None = None) -> VLA:
+def make_vla(spec: VlaSpec, seed: int, vocabulary: tuple[str, ...] | None = None, *,
+             instructions: tuple[str, ...]) -> VLA:
     """A freshly initialised VLA (tiny: random backbone; pretrained: loaded weights, LoRA if configured).
 
-    `vocabulary`: the tokens to add (default: the spec's, `added_tokens`). From the pretrain stage's output the
+    `instructions`: what a tiny backbone learns its vocabulary from (`task_instructions`). `vocabulary`: the tokens
+    to add (default: the spec's, `added_tokens`). From the pretrain stage's output the
     action head loads too, and every token must already be in its vocabulary (the ids then match across strategies).
     """
     tokens = added_tokens(spec) if vocabulary is None else vocabulary
@@ -70,7 +72,7 @@ def make_vla(spec: VlaSpec, seed: int, vocabulary: tuple[str, ...] | None = None
         raise ValueError(f"{start}: the pretrained vocabulary lacks {len(missing)} tokens this strategy needs "
                          f"({missing[:3]}...). Next step: rerun `dvc repro pretrain` (its vocabulary follows "
                          "lam.model and action_vq.model)")
-    backbone = build_backbone(spec.backbone, REQUEST, tokens, spec.image_size, seed)
+    backbone = build_backbone(spec.backbone, REQUEST, tokens, spec.image_size, seed, instructions)
     model = _assemble(spec, backbone)
     if start is not None:
         load_head(model, start)

@@ -37,10 +37,11 @@ class Episodes:
 
     @classmethod
     def load(cls, path: Path, split: str, cameras: tuple[str, ...], action_stats: Stats, proprio_stats: Stats,
-             normalization: str) -> "Episodes":
-        """Read one split of a demonstration file (latents are attached later with `attach`)."""
+             normalization: str, *, val_fraction: float) -> "Episodes":
+        """Read one split of a demonstration file (latents are attached later with `attach`; `val_fraction`:
+        `study.val_fraction`)."""
         names, instructions, images, proprio, actions = [], [], [], [], []
-        with DemoReader(path) as reader:
+        with DemoReader(path, val_fraction) as reader:
             for name in reader.names:
                 if reader.split(name) != split:
                     continue

@@ -1,8 +1,9 @@
 """An offline tokenizer for the tiny preset: a small byte-level BPE trained on the task instructions.
 
-The tiny backbone needs no download: its vocabulary is learnt from the words it will ever read (the simulator's
-task instructions, MT50's for Meta-World, and the prompt template) plus the family's special tokens, so it is
-small (hundreds of tokens) and the LM head stays cheap. Training is deterministic: the same inputs give the same ids.
+The tiny backbone needs no download: its vocabulary is learnt from the words it will ever read (the demos' task
+instructions, every task instruction of the simulator they come from, MT50's for Meta-World, and the prompt
+template) plus the family's special tokens, so it is small (hundreds of tokens) and the LM head stays cheap.
+Training is deterministic: the same inputs give the same ids.
 """
 
 from __future__ import annotations
@@ -11,11 +12,9 @@ from typing import Iterable
 
 from transformers import PreTrainedTokenizerFast
 
-from common.simulators import get_simulator
+from common.simulators import get_simulator, known_simulators
 
 PAD_TOKEN = "<|endoftext|>"
-# The simulator whose instructions the vocabulary is learnt from, until callers pass the study's `collect.simulator`.
-DEFAULT_SIMULATOR = "metaworld"
 
 
 def train_bpe(texts: Iterable[str], special_tokens: tuple[str, ...], vocab_size: int) -> PreTrainedTokenizerFast:
@@ -32,8 +31,15 @@ def train_bpe(texts: Iterable[str], special_tokens: tuple[str, ...], vocab_size:
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token=PAD_TOKEN, eos_token=PAD_TOKEN)
 
 
-def instruction_corpus(template: str, simulator: str = DEFAULT_SIMULATOR) -> list[str]:
-    """What the tiny tokenizer learns from: every instruction of the simulator's tasks, in the prompt template's
-    words too."""
-    tasks = get_simulator(simulator).tasks
-    return [f"{info.instruction}. {template.format(chunk=k)}" for info in tasks.values() for k in (1, 8, 16, 25)]
+def task_instructions(env: str, seen: Iterable[str] = ()) -> tuple[str, ...]:
+    """The instructions a policy trained on demos of `env` (their file's `env`) may read: the demos' own (`seen`)
+    and, where `env` names a simulator in common/simulators, every task's of it (an evaluation may prompt any)."""
+    words = set(seen)
+    if env in known_simulators():
+        words |= {info.instruction for info in get_simulator(env).tasks.values()}
+    return tuple(sorted(words))
+
+
+def instruction_corpus(template: str, instructions: Iterable[str]) -> list[str]:
+    """What the tiny tokenizer learns from: each instruction in the prompt template's words."""
+    return [f"{instruction}. {template.format(chunk=k)}" for instruction in instructions for k in (1, 8, 16, 25)]

@@ -26,6 +26,7 @@ class Params:
     """The `action_vq` section of params.yaml."""
 
     chunk: int = shared("study.chunk")  # K actions per chunk; extraction reads it from the tokenizer's meta
+    val_fraction: float = shared("study.val_fraction")  # held out for validation in a demo file that declares no split
     normalization: Literal["quantile", "minmax"]  # statistics from the collect stage's file
     model: TokenizerParams
     train: TrainParams

@@ -64,12 +64,14 @@ def model_meta(params: Params, tokenizer: ActionTokenizer, action_names: tuple[s
 def main(params: Params, tracking: TrackingParams, root: Path = Path(".")) -> dict[str, Any]:
     """Train the tokenizer, evaluate it on held-out episodes in action units, save it with its metadata."""
     demos = root / DEMOS
-    meta = validate_file(demos)
-    with DemoReader(demos) as reader:
+    meta = validate_file(demos, params.val_fraction)
+    with DemoReader(demos, params.val_fraction) as reader:
         stats = reader.stats("actions")
     dataset_hash, code = file_sha256(demos), code_fingerprint(*CODE)
-    train_chunks = ActionChunks.load(demos, "train", params.chunk, params.normalization, stats)
-    val_chunks = ActionChunks.load(demos, "val", params.chunk, params.normalization, stats)
+    train_chunks = ActionChunks.load(demos, "train", params.chunk, params.normalization, stats,
+                                      val_fraction=params.val_fraction)
+    val_chunks = ActionChunks.load(demos, "val", params.chunk, params.normalization, stats,
+                                      val_fraction=params.val_fraction)
     log.info("%d training chunks, %d held-out chunks (K=%d)", len(train_chunks), len(val_chunks), params.chunk)
 
     # One thread: on a shared 2-core CPU, a second thread spin-waits on this small model (measured 20x slower per

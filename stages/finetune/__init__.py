@@ -73,6 +73,7 @@ class Params:
     """The `finetune` section of params.yaml (shared by every strategy; each strategy's weights: strategy_cfg)."""
 
     chunk: int = shared("study.chunk")  # K actions per prediction, the action tokenizer's
+    val_fraction: float = shared("study.val_fraction")  # held out for validation in a demo file that declares no split
     cameras: tuple[str, ...]  # dataset cameras the policy sees, in this order
     normalization: Literal["quantile", "minmax"]  # actions and proprio to [-1, 1]
     threads: int  # torch CPU threads (0: torch's default); 1 avoids oversubscribing a shared 2-core machine

@@ -30,9 +30,10 @@ log = logging.getLogger(__name__)
 HISTORY = "history.jsonl"  # the loss curve so far, kept beside the checkpoints so a resumed run plots it all
 
 
-def load_strategy_cfg(path: Path, strategy: str) -> Any:
-    """`strategy_cfg.<strategy>` of the params file, in the strategy's own dataclass."""
-    section = read_yaml(path).get(STRATEGY_SECTION, {})
+def load_strategy_cfg(path: Path, strategy: str, data: dict[str, Any] | None = None) -> Any:
+    """`strategy_cfg.<strategy>` of the params file (`data`: the file, already read), in the strategy's own
+    dataclass."""
+    section = (read_yaml(path) if data is None else data).get(STRATEGY_SECTION, {})
     if strategy not in section:
         raise ParamsError(str(path), [Problem(f"{STRATEGY_SECTION}.{strategy}", None, "section is missing",
                                               f"add `{STRATEGY_SECTION}: {{{strategy}: {{...}}}}`")])
@@ -108,10 +109,11 @@ def main(params: Params, tracking: TrackingParams, root: Path, item: Item, cfg: 
 
 
 
-def check_item(path: Path, item: Item) -> None:
-    """Before any work: every strategy name of the params file is registered and has its section, and an item of
-    study.items reads the file its strategy's targets come from (the item's DVC dep)."""
-    entry = load_study(path, STRATEGIES).items.get(item.name)
+def check_item(path: Path, item: Item, data: dict[str, Any] | None = None) -> None:
+    """Before any work: every strategy name of the params file (`data`: the file, already read) is registered and
+    has its section, and an item of study.items reads the file its strategy's targets come from (the item's DVC
+    dep)."""
+    entry = load_study(path, STRATEGIES, data).items.get(item.name)
     expected = item.reads().as_posix()
     if entry is not None and entry.reads != expected:
         raise ParamsError(str(path), [Problem(f"study.items.{item.name}.reads", entry.reads,
@@ -119,8 +121,10 @@ def check_item(path: Path, item: Item) -> None:
 
 
 def _cli_main(params: Params, tracking: TrackingParams, root: Path, item: Item) -> None:
-    check_item(params_path(), item)
-    main(params, tracking, root, item, load_strategy_cfg(params_path(), item.strategy))
+    path = params_path()
+    data = read_yaml(path)
+    check_item(path, item, data)
+    main(params, tracking, root, item, load_strategy_cfg(path, item.strategy, data))
 
 
 if __name__ == "__main__":

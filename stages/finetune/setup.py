@@ -15,6 +15,7 @@ from common.demos.schema import Stats
 from common.provenance import file_sha256
 from common.vla.build import VlaSpec, make_vla
 from common.vla.data import Batches, Episodes
+from common.vla.tokenizer import task_instructions
 from common.vla.latents import read_latents
 from common.vla.model import VLA
 from common.vla.pretrained import fresh_parameters, pretrained_start
@@ -59,9 +60,10 @@ def set_up(params: Params, root: Path, item: Item, cfg: Any) -> Setup:
         torch.set_num_threads(params.threads)
     demos = root / DEMOS
     data_meta, action_stats, proprio_stats = training_demos(demos, params.cameras, "finetune.cameras",
-                                                            "pick from those")
+                                                            "pick from those", val_fraction=params.val_fraction)
     train_set, val_set = (Episodes.load(demos, split, params.cameras, action_stats, proprio_stats,
-                                        params.normalization) for split in ("train", "val"))
+                                        params.normalization, val_fraction=params.val_fraction)
+                          for split in ("train", "val"))
     hashes, latent_meta = [file_sha256(demos)], {}
     if (latent_file := item.latent_file()) is not None:
         path = root / latent_file
@@ -81,7 +83,8 @@ def set_up(params: Params, root: Path, item: Item, cfg: Any) -> Setup:
                    image_size, latent_meta, strategy.module_width(cfg), params.placeholders_per_step,
                    params.backbone, params.head)
     try:
-        model = make_vla(spec, item.seed)
+        model = make_vla(spec, item.seed, instructions=task_instructions(data_meta.env, train_set.instructions
+                                                                  + val_set.instructions))
     except ValueError as exc:  # a backbone that cannot take these settings
         raise StageError(f"finetune: {exc}") from exc
     start = pretrained_start(params.backbone)

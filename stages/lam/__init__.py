@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
-from common.config import Problem
+from common.config import Problem, shared
 from common.lam.model import LamModelParams
 from common.train import TrainParams
 
@@ -41,6 +41,7 @@ class EvalParams:
 class Params:
     """The `lam` section of params.yaml."""
 
+    val_fraction: float = shared("study.val_fraction")  # held out for validation in a demo file that declares no split
     camera: str  # which of the dataset's cameras the LAM watches
     gap: int  # frames t and t+gap; token extraction reads it from the LAM's metadata
     normalization: Literal["quantile", "minmax"]  # of the action chunks the action head and probes predict

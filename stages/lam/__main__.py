@@ -62,13 +62,15 @@ def model_meta(params: Params, image_size: int, action_dim: int, dataset_hash: s
 def main(params: Params, tracking: TrackingParams, root: Path = Path(".")) -> dict[str, Any]:
     """Train the LAM, evaluate it on held-out episodes, save the model with its metadata."""
     demos = root / DEMOS
-    meta = validate_file(demos)
+    meta = validate_file(demos, params.val_fraction)
     if params.camera not in meta.cameras:
         raise StageError(f"lam.camera = {params.camera!r}: the dataset has {list(meta.cameras)}; pick one of them")
     image_size, action_dim = meta.image_size[0], meta.action_space.dim
     dataset_hash, code = file_sha256(demos), code_fingerprint(*CODE)
-    train_pairs = FramePairs.load(demos, "train", params.camera, params.gap, params.normalization)
-    val_pairs = FramePairs.load(demos, "val", params.camera, params.gap, params.normalization)
+    train_pairs = FramePairs.load(demos, "train", params.camera, params.gap, params.normalization,
+                                  val_fraction=params.val_fraction)
+    val_pairs = FramePairs.load(demos, "val", params.camera, params.gap, params.normalization,
+                                  val_fraction=params.val_fraction)
     log.info("%d training pairs, %d held-out pairs (gap %d)", len(train_pairs), len(val_pairs), params.gap)
 
     if params.threads:

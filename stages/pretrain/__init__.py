@@ -39,6 +39,7 @@ OBJECTIVE = "l1 of the bridge head's normalized action chunks (the baseline's; n
 class Params:
     """The `pretrain` section of params.yaml."""
 
+    val_fraction: float = shared("study.val_fraction")  # held out for validation in a demo file that declares no split
     threads: int  # torch CPU threads (0: torch's default)
     train: TrainParams
     eval: EvalParams  # held-out (val split of the pretraining tasks) L1

@@ -21,6 +21,7 @@ from common.tracking import StageRun, TrackingParams
 from common.train import CurveRecorder, latest_checkpoint, resume_fields, train
 from common.vla.build import VlaSpec, make_vla
 from common.vla.data import Batches, Episodes
+from common.vla.tokenizer import task_instructions
 from common.vla.evaluate import evaluate
 from common.vla.model import objective
 from common.vla.pretrained import save_pretrained_start
@@ -56,16 +57,18 @@ def main(params: Params, arch: Architecture, latent_meta: dict[str, dict[str, An
         torch.set_num_threads(params.threads)
     demos = root / DEMOS
     data_meta, action_stats, proprio_stats = training_demos(demos, arch.cameras, "finetune.cameras",
-                                                            "rerun `dvc repro collect_pretrain`")
-    with DemoReader(demos) as reader:
+                                                            "rerun `dvc repro collect_pretrain`",
+                                                            val_fraction=params.val_fraction)
+    with DemoReader(demos, params.val_fraction) as reader:
         tasks = sorted({reader.episode(n, cameras=()).task for n in reader.names})
-    train_set, val_set = (Episodes.load(demos, split, arch.cameras, action_stats, proprio_stats, arch.normalization)
-                          for split in ("train", "val"))
+    train_set, val_set = (Episodes.load(demos, split, arch.cameras, action_stats, proprio_stats, arch.normalization,
+                                        val_fraction=params.val_fraction) for split in ("train", "val"))
     image_size = data_meta.image_size[0]
     spec = pretraining_spec(arch, data_meta.action_space.dim, data_meta.proprio_dim, image_size)
     vocabulary = every_latent_token(latent_meta)
     try:
-        model = make_vla(spec, params.train.seed, vocabulary)
+        model = make_vla(spec, params.train.seed, vocabulary,
+                         instructions=task_instructions(data_meta.env, train_set.instructions + val_set.instructions))
     except ValueError as exc:
         raise StageError(f"{STAGE}: {exc}") from exc
     layout, backbone = model.layout, model.backbone

@@ -27,6 +27,7 @@ class Params:
     """The `reference` section of params.yaml."""
 
     chunk: int = shared("study.chunk")  # K actions per prediction
+    val_fraction: float = shared("study.val_fraction")  # held out for validation in a demo file that declares no split
     cameras: tuple[str, ...]  # dataset cameras the policy sees, in this order
     normalization: Literal["quantile", "minmax"]  # actions and proprio to [-1, 1] by collect's statistics
     threads: int  # torch CPU threads (0: torch's default); 1 leaves the other core to the stage beside it

@@ -44,9 +44,11 @@ def main(params: Params, tracking: TrackingParams, root: Path) -> dict[str, Any]
     demos = root / DEMOS
     for stale in remove_stale_partials(root / MODEL_DIR):
         log.info("removed %s left by a killed run", stale)
-    data, action_stats, proprio_stats = training_demos(demos, params.cameras, "reference.cameras", "pick from those")
+    data, action_stats, proprio_stats = training_demos(demos, params.cameras, "reference.cameras", "pick from those",
+                                                       val_fraction=params.val_fraction)
     train_set, val_set = (load_samples(demos, split, params.cameras, data.tasks, params.chunk, action_stats,
-                                       proprio_stats, params.normalization) for split in ("train", "val"))
+                                       proprio_stats, params.normalization, val_fraction=params.val_fraction)
+                          for split in ("train", "val"))
     spec = ReferenceSpec(params.chunk, data.action_space.dim, data.proprio_dim, params.cameras, data.image_size[0],
                          data.tasks, params.model)
     model = make_reference(spec, params.train.seed)

@@ -47,8 +47,8 @@ def build(seed: int = 0, params: LamModelParams = TINY) -> LamWithActionHead:
 
 
 def test_decoder_needs_the_latent_on_frames_driven_by_a_hidden_action(squares: Path, tmp_path: Path) -> None:
-    pairs = FramePairs.load(squares, "train", "corner", 1, "quantile")
-    val = FramePairs.load(squares, "val", "corner", 1, "quantile")
+    pairs = FramePairs.load(squares, "train", "corner", 1, "quantile", val_fraction=0.1)
+    val = FramePairs.load(squares, "val", "corner", 1, "quantile", val_fraction=0.1)
     model = build()
     train(model, lam_loss, lambda s, p: pairs.sample(0, s, p, 32), train_params(300, checkpoint_every=1000),
           tmp_path / "ckpt", "leak", OFF)
@@ -75,7 +75,7 @@ def test_dead_codes_are_reseeded_continuously() -> None:
 
 
 def test_resume_after_two_steps_equals_four_straight_steps(squares: Path, tmp_path: Path) -> None:
-    pairs = FramePairs.load(squares, "train", "corner", 1, "quantile")
+    pairs = FramePairs.load(squares, "train", "corner", 1, "quantile", val_fraction=0.1)
     batch_at = lambda s, p: pairs.sample(0, s, p, 16)  # noqa: E731
     straight = build()
     train(straight, lam_loss, batch_at, train_params(4), tmp_path / "a", "fp", OFF)
@@ -134,7 +134,7 @@ RESIDUAL = dataclasses.replace(TINY, quantizer="residual", code_metric="euclidea
 
 
 def test_residual_levels_sum_to_the_quantized_latent(squares: Path) -> None:
-    pairs = FramePairs.load(squares, "train", "corner", 1, "quantile")
+    pairs = FramePairs.load(squares, "train", "corner", 1, "quantile", val_fraction=0.1)
     lam = LatentActionModel(RESIDUAL, 16)
     batch = pairs.sample(0, 0, 0, 32)
     lam(batch["frame_t"], batch["frame_next"])  # k-means initialisation of every level
@@ -148,8 +148,8 @@ def test_residual_levels_sum_to_the_quantized_latent(squares: Path) -> None:
 
 
 def test_residual_latent_carries_the_hidden_action(squares: Path, tmp_path: Path) -> None:
-    pairs = FramePairs.load(squares, "train", "corner", 1, "quantile")
-    val = FramePairs.load(squares, "val", "corner", 1, "quantile")
+    pairs = FramePairs.load(squares, "train", "corner", 1, "quantile", val_fraction=0.1)
+    val = FramePairs.load(squares, "val", "corner", 1, "quantile", val_fraction=0.1)
     model = build(params=RESIDUAL)
     train(model, lam_loss, lambda s, p: pairs.sample(0, s, p, 32), train_params(300, checkpoint_every=1000),
           tmp_path / "ckpt", "leak-residual", OFF)

@@ -167,3 +167,13 @@ def test_the_evaluation_workers_run_the_double_with_its_expert_and_random_policy
     assert all(r.success and r.failure is None for r in expert) and expert[0].frames
     random = run_episodes(load_policy("random", NAME), plan, settings, 8, 2, 0, 2)
     assert all(not r.success and r.failure == "timeout" and r.steps == 40 for r in random)
+
+
+def test_the_tiny_tokenizer_learns_the_demos_instructions_and_every_task_of_their_simulator(toy: ToyReach) -> None:
+    from common.vla.tokenizer import task_instructions
+
+    every = {info.instruction for info in toy.tasks.values()}
+    assert set(task_instructions(NAME)) == every
+    assert set(task_instructions(NAME, ["reach the goal on the left", "wave"])) == every | {"wave"}
+    assert not set(task_instructions("metaworld")) & every
+    assert task_instructions("Libero_Kitchen_Tabletop_Manipulation", ["open the drawer"]) == ("open the drawer",)

@@ -38,6 +38,31 @@ def test_every_section_that_uses_k_reads_study_chunk(tmp_path: Path) -> None:
     assert {load_section(path, name, cls).chunk for name, cls in sections} | {read_architecture(path).chunk} == {5}
 
 
+def test_a_file_without_splits_holds_out_study_val_fraction_in_every_stage_that_splits(tmp_path: Path) -> None:
+    from common.action_vq.data import ActionChunks
+    from common.demos import DemoReader
+    from stages.action_vq import Params as TokenizerParams
+    from stages.finetune import Params as FinetuneParams
+    from stages.lam import Params as LamParams
+    from stages.pretrain import Params as PretrainParams
+    from stages.reference import Params as ReferenceParams
+    from tests.common.test_demos import write_libero_file
+
+    path = params_file(tmp_path, **{"study.val_fraction": 0.3})
+    sections = (("lam", LamParams), ("action_vq", TokenizerParams), ("pretrain", PretrainParams),
+                ("finetune", FinetuneParams), ("reference", ReferenceParams))
+    assert {load_section(path, name, cls).val_fraction for name, cls in sections} == {0.3}
+    libero = tmp_path / "libero.hdf5"
+    write_libero_file(libero, length=6, demos=10)
+    params = load_section(path, "action_vq", TokenizerParams)
+    with DemoReader(libero, params.val_fraction) as reader:
+        stats = reader.stats("actions")
+    val = ActionChunks.load(libero, "val", 2, "quantile", stats, val_fraction=params.val_fraction)
+    assert val.names == ["demo_1", "demo_5", "demo_8"]
+    with pytest.raises(ParamsError, match=r"val_fraction = 1.0: must be in \[0, 1\)"):
+        load_study(params_file(tmp_path, **{"study.val_fraction": 1.0}))
+
+
 def test_k_written_in_a_section_too_is_an_error_naming_where_it_lives(tmp_path: Path) -> None:
     from stages.finetune import Params
 

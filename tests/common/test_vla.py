@@ -18,8 +18,10 @@ from common.vla.head import HeadParams
 from common.vla.model import ACTION_MASK, ACTIONS, ALIGN, ATTENTION, IMAGES, INPUT_IDS, PROPRIO, TOKENS, VLA, objective
 from common.vla.prompt import left_pad, prompt_text
 from common.vla.strategies import STRATEGIES, get_strategy
+from common.vla.tokenizer import task_instructions
 
 FAMILIES = ("qwen3_vl", "smolvlm")
+WORDS = task_instructions("metaworld")  # what the tiny tokenizers learn from
 SIZE, CAMERAS, CHUNK, ACTION_DIM = 16, ("corner", "gripperPOV"), 2, 4
 LAM_META = {"kind": "lam", "codebook_size": 8, "codes_per_transition": 2, "code_dim": 6}
 VQ_META = {"kind": "action_vq", "chunk": CHUNK, "tokens_per_chunk": CHUNK, "vocab_size": 16, "action_dim": 4}
@@ -73,7 +75,7 @@ def fixed_batch(model: VLA, size: int = 4, seed: int = 0) -> dict[str, torch.Ten
 @pytest.mark.parametrize("family", FAMILIES)
 def test_image_tokens_are_found_from_the_processor_ids(family: str) -> None:
     size = 32  # 4x4 patches of 8 px per image: 4 tokens after the 2x2 merge / pixel shuffle
-    model = make_vla(spec("baseline", family, size=size), seed=0)
+    model = make_vla(spec("baseline", family, size=size), seed=0, instructions=WORDS)
     backbone = model.backbone
     text = prompt_text("push the button", CHUNK, model.layout.placeholders)
     images = np.random.default_rng(0).integers(0, 256, (len(CAMERAS), size, size, 3), dtype=np.uint8)
@@ -93,7 +95,7 @@ def test_image_tokens_are_found_from_the_processor_ids(family: str) -> None:
 
 
 def test_cached_mrope_positions_equal_the_models_own() -> None:
-    model = make_vla(spec("la_tok"), seed=0).eval()
+    model = make_vla(spec("la_tok"), seed=0, instructions=WORDS).eval()
     backbone = model.backbone
     batch = fixed_batch(model, size=6)  # left-padded prompts of different lengths; rows 4 and 5 repeat rows 0 and 1
     pixels = backbone.family.pixel_inputs(backbone.processor, batch[IMAGES])
@@ -117,7 +119,7 @@ def test_cached_mrope_positions_equal_the_models_own() -> None:
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
 def test_every_strategy_builds_and_takes_a_step(family: str, strategy: str) -> None:
-    model = make_vla(spec(strategy, family), seed=0)
+    model = make_vla(spec(strategy, family), seed=0, instructions=WORDS)
     batch = fixed_batch(model)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -135,7 +137,7 @@ def test_every_strategy_builds_and_takes_a_step(family: str, strategy: str) -> N
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
 def test_every_strategy_overfits_a_fixed_batch(strategy: str) -> None:
     torch.manual_seed(0)
-    model = make_vla(spec(strategy), seed=0)
+    model = make_vla(spec(strategy), seed=0, instructions=WORDS)
     batch = fixed_batch(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     loss_fn = objective(cfg(strategy))
@@ -154,7 +156,7 @@ def test_every_strategy_overfits_a_fixed_batch(strategy: str) -> None:
 
 def test_baseline_head_reads_placeholders_not_a_fixed_slice() -> None:
     """Moving the prompt (more left padding) must not change the baseline's prediction."""
-    model = make_vla(spec("baseline"), seed=0).eval()
+    model = make_vla(spec("baseline"), seed=0, instructions=WORDS).eval()
     batch = fixed_batch(model, size=1)
     padded = dict(batch)
     pad = model.backbone.tokenizer.pad_token_id
@@ -165,7 +167,7 @@ def test_baseline_head_reads_placeholders_not_a_fixed_slice() -> None:
 
 
 def test_lora_freezes_the_backbone_and_trains_adapters() -> None:
-    model = make_vla(spec("la_tok", lora=4), seed=0)
+    model = make_vla(spec("la_tok", lora=4), seed=0, instructions=WORDS)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     backbone_trainable = [n for n in trainable if n.startswith("backbone.")]
     assert backbone_trainable and all("lora_" in n for n in backbone_trainable)
@@ -177,7 +179,7 @@ def test_lora_freezes_the_backbone_and_trains_adapters() -> None:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_frozen_vision_encoder_gets_no_gradient_its_projection_does_and_the_policy_round_trips(
         family: str, tmp_path: Path) -> None:
-    model = make_vla(spec("baseline", family), seed=0)
+    model = make_vla(spec("baseline", family), seed=0, instructions=WORDS)
     count = model.backbone.freeze_vision_encoder()
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     encoder = {"qwen3_vl": ".model.visual.", "smolvlm": ".model.vision_model."}[family]
@@ -202,7 +204,7 @@ def test_a_frozen_vision_encoder_gets_no_gradient_its_projection_does_and_the_po
 
 
 def test_latent_vocabularies_join_the_tokenizer() -> None:
-    direct, tok, base = (make_vla(spec(s), seed=0) for s in ("la_direct", "la_tok", "baseline"))
+    direct, tok, base = (make_vla(spec(s), seed=0, instructions=WORDS) for s in ("la_direct", "la_tok", "baseline"))
     assert len(direct.backbone.tokenizer) == len(base.backbone.tokenizer) + LAM_META["codebook_size"]
     assert len(tok.backbone.tokenizer) == len(base.backbone.tokenizer) + VQ_META["vocab_size"]
     assert direct.backbone.token_id("<ACT_7>") == int(direct.latent_ids[7])
@@ -222,7 +224,7 @@ def test_placeholders_per_step_sizes_the_baseline_and_la_align_prompts() -> None
         get_strategy("la_align").layout(CHUNK, LAM_META, 1)
     # the latent strategies' layouts follow their latents, not P
     assert get_strategy("la_direct").layout(CHUNK, LAM_META, 5) == get_strategy("la_direct").layout(CHUNK, LAM_META, 1)
-    model = make_vla(dataclasses.replace(spec("baseline"), placeholders_per_step=3), seed=0)
+    model = make_vla(dataclasses.replace(spec("baseline"), placeholders_per_step=3), seed=0, instructions=WORDS)
     assert model.placeholder_positions(fixed_batch(model)[INPUT_IDS]).shape == (4, 3 * CHUNK)
 
 
@@ -246,7 +248,7 @@ def test_augmentation_is_seeded_and_the_eval_view_is_a_centre_crop() -> None:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_pretrained_preset_loads_a_checkpoint_applies_lora_and_round_trips(family: str, tmp_path: Path) -> None:
     """The pretrained path offline: a local checkpoint, LoRA on the frozen model, new latent tokens, save/load."""
-    source = make_vla(spec("baseline", family), seed=0).backbone
+    source = make_vla(spec("baseline", family), seed=0, instructions=WORDS).backbone
     checkpoint = tmp_path / "checkpoint"
     source.vlm.save_pretrained(checkpoint)
     source.tokenizer.save_pretrained(checkpoint)
@@ -254,7 +256,7 @@ def test_pretrained_preset_loads_a_checkpoint_applies_lora_and_round_trips(famil
     pretrained = dataclasses.replace(spec("la_tok", family, lora=4).backbone, preset="pretrained",
                                      pretrained=str(checkpoint))
     la_tok = dataclasses.replace(spec("la_tok", family), backbone=pretrained)
-    model = make_vla(la_tok, seed=0)
+    model = make_vla(la_tok, seed=0, instructions=WORDS)
     # Qwen-style tables would have room to spare; these tiny ones must grow by the 16 <LA_i> tokens.
     assert model.backbone.grown
     assert model.backbone.vlm.get_input_embeddings().num_embeddings == len(model.backbone.tokenizer)
@@ -289,7 +291,7 @@ def test_gradient_accumulation_equals_one_full_batch() -> None:
 
     grads = []
     for parts in (1, 2):
-        model = make_vla(spec("la_tok"), seed=0)
+        model = make_vla(spec("la_tok"), seed=0, instructions=WORDS)
         _forward_backward(Accelerator(cpu=True), model, objective(cfg("la_tok")), fixed_batch(model), parts, 0)
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     assert torch.allclose(grads[0], grads[1], atol=1e-5, rtol=1e-4)

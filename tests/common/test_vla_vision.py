@@ -10,7 +10,7 @@ import torch
 from common.vla.build import make_vla
 from common.vla.families import FAMILIES, _normalize
 from common.vla.model import ACTIONS
-from tests.common.test_vla import TINY, fixed_batch, spec
+from tests.common.test_vla import TINY, WORDS, fixed_batch, spec
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +26,7 @@ def without_stem(strategy: str = "baseline") -> object:
 def test_batched_vision_attention_matches_the_per_image_path() -> None:
     from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionAttention
 
-    model = make_vla(without_stem(), 0).eval()
+    model = make_vla(without_stem(), 0, instructions=WORDS).eval()
     batch = fixed_batch(model, size=3)
     batched = model(batch)[ACTIONS]
     for block in model.backbone.vlm.model.visual.blocks:
@@ -36,7 +36,7 @@ def test_batched_vision_attention_matches_the_per_image_path() -> None:
 
 
 def test_stem_reassembles_the_processor_patches_into_the_image() -> None:
-    model = make_vla(spec("baseline"), 0)
+    model = make_vla(spec("baseline"), 0, instructions=WORDS)
     processor, stem = model.backbone.processor, model.backbone.vlm.model.visual.patch_embed
     images = torch.rand(3, 2, 3, 16, 16)  # (B, cameras, C, H, W)
     patches = FAMILIES["qwen3_vl"].pixel_inputs(processor, images)["pixel_values"]
@@ -46,7 +46,7 @@ def test_stem_reassembles_the_processor_patches_into_the_image() -> None:
 def test_stem_output_follows_the_patch_order() -> None:
     """The embedding at processor position (row block, col block, row in block, col in block) is the stem's feature
     at that place of the image."""
-    model = make_vla(spec("baseline"), 0).eval()
+    model = make_vla(spec("baseline"), 0, instructions=WORDS).eval()
     processor, embed = model.backbone.processor, model.backbone.vlm.model.visual.patch_embed
     images = torch.rand(2, 1, 3, 16, 16)
     got = embed(FAMILIES["qwen3_vl"].pixel_inputs(processor, images)["pixel_values"])
@@ -66,12 +66,12 @@ def test_smolvlm_refuses_a_stem() -> None:
     smol = spec("baseline", family="smolvlm")
     with_stem = dataclasses.replace(smol, backbone=dataclasses.replace(smol.backbone, tiny=TINY))
     with pytest.raises(ValueError, match="qwen3_vl only"):
-        make_vla(with_stem, 0)
+        make_vla(with_stem, 0, instructions=WORDS)
 
 
 def test_a_saved_stem_checkpoint_loads_through_the_pretrained_path(tmp_path) -> None:
     """A checkpoint this project saved (a stem in its vision config) loads as `preset: pretrained` with every weight."""
-    source = make_vla(spec("baseline"), 0).backbone
+    source = make_vla(spec("baseline"), 0, instructions=WORDS).backbone
     source.vlm.save_pretrained(tmp_path)
     from common.vla.backbone import load_pretrained_vlm
 

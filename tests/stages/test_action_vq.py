@@ -21,7 +21,7 @@ TINY_MODEL = {
     "commitment_weight": 0.25, "dead_code_threshold": 1.0, "mask_ratio": 0.15, "mask_weight": 1.0,
 }
 TINY = {
-    "chunk": 4, "normalization": "quantile", "model": TINY_MODEL,
+    "chunk": 4, "val_fraction": 0.1, "normalization": "quantile", "model": TINY_MODEL,
     "train": {"steps": 4, "batch_size": 8, "lr": 0.001, "weight_decay": 0.0, "warmup_steps": 1, "schedule": "constant",
               "grad_clip": 1.0, "precision": "auto", "log_every": 2, "checkpoint_every": 2, "seed": 0},
 }

@@ -27,7 +27,7 @@ from tests.synthetic import write_moving_square_dataset
 REPO = Path(__file__).resolve().parents[2]
 OFF = TrackingParams(enabled=False, uri="", experiment="test")
 TINY: dict[str, Any] = {
-    "chunk": 4, "cameras": ["corner", "gripperPOV"], "normalization": "quantile", "threads": 1,
+    "chunk": 4, "val_fraction": 0.1, "cameras": ["corner", "gripperPOV"], "normalization": "quantile", "threads": 1,
     "placeholders_per_step": 2,
     "backbone": {"family": "qwen3_vl", "preset": "tiny", "pretrained": "", "input_size": 0,
                  "tiny": {"hidden": 32, "layers": 2, "heads": 2, "kv_heads": 1, "intermediate": 64,

@@ -16,7 +16,7 @@ from tests.synthetic import write_moving_square_dataset
 REPO = Path(__file__).resolve().parents[2]
 OFF = TrackingParams(enabled=False, uri="", experiment="test")
 TINY = {
-    "camera": "corner", "gap": 2, "normalization": "quantile", "action_head_weight": 0.5,
+    "val_fraction": 0.1, "camera": "corner", "gap": 2, "normalization": "quantile", "action_head_weight": 0.5,
     "action_head_fraction": 0.25, "threads": 1,
     "model": {"input": "pixels", "dinov2": "", "patch_size": 4, "dim": 32, "heads": 2, "encoder_layers": 1,
               "decoder_layers": 1, "codes_per_transition": 2, "codebook_size": 8, "code_dim": 8,

@@ -23,6 +23,7 @@ from common.tracking import TrackingParams
 from common.vla.build import WEIGHTS, VlaSpec, make_vla
 from common.vla.pretrained import BACKBONE_WEIGHTS, HEAD_WEIGHTS, PRETRAIN_META, fresh_parameters
 from common.vla.strategies import PLACEHOLDER, STRATEGIES
+from common.vla.tokenizer import task_instructions
 from stages import collect_pretrain, pretrain
 from stages.collect_pretrain.__main__ import main as collect_main
 from stages.finetune import DEMOS as STUDY_DEMOS
@@ -33,6 +34,7 @@ from tests.synthetic import write_moving_square_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 OFF = TrackingParams(enabled=False, uri="", experiment="test")
+WORDS = task_instructions("metaworld")  # what the tiny tokenizer learns from
 STUDY = {"simulator": "metaworld", "tasks": ["drawer-open-v3", "door-open-v3"], "demos_per_task": 2,
          "val_demos_per_task": 1,
          "heldout_layouts_per_task": 1, "max_attempts_per_task": 6, "max_episode_steps": 200,
@@ -52,7 +54,7 @@ def collect_params(**changes: Any) -> collect_pretrain.Params:
 
 
 def pretrain_params(**train: Any) -> pretrain.Params:
-    return from_dict(pretrain.Params, {"threads": 1, "train": {**TRAIN, **train},
+    return from_dict(pretrain.Params, {"val_fraction": 0.1, "threads": 1, "train": {**TRAIN, **train},
                                        "eval": {"max_samples": 8, "batch_size": 4}}, prefix="pretrain")
 
 
@@ -149,7 +151,7 @@ SIDE_META = {"baseline": {}, "la_align": {"codebook_size": CODEBOOK, "codes_per_
 def test_every_strategy_loads_every_pretrained_weight_and_only_its_own_modules_stay_fresh(
         pretrained: Path, strategy: str) -> None:
     start = pretrained / pretrain.MODEL
-    model = make_vla(from_start(strategy, start, SIDE_META[strategy]), seed=5)
+    model = make_vla(from_start(strategy, start, SIDE_META[strategy]), seed=5, instructions=WORDS)
     backbone, head = load_file(str(start / BACKBONE_WEIGHTS)), load_file(str(start / HEAD_WEIGHTS))
     state = model.state_dict()
     assert {n for n in state if n.startswith("head.")} == {f"head.{n}" for n in head}
@@ -167,7 +169,8 @@ def test_every_strategy_loads_every_pretrained_weight_and_only_its_own_modules_s
 def test_token_ids_are_the_same_for_every_strategy(pretrained: Path) -> None:
     start = pretrained / pretrain.MODEL
     tokens = json.loads((start / PRETRAIN_META).read_text())["vocabulary"]
-    ids = {s: [make_vla(from_start(s, start, SIDE_META[s]), 0).backbone.token_id(t) for t in tokens]
+    ids = {s: [make_vla(from_start(s, start, SIDE_META[s]), 0, instructions=WORDS).backbone.token_id(t)
+               for t in tokens]
            for s in sorted(STRATEGIES)}
     assert len({tuple(v) for v in ids.values()}) == 1 and len(set(ids["baseline"])) == len(tokens)
 
@@ -176,13 +179,13 @@ def test_a_latent_vocabulary_the_start_lacks_is_a_clear_error(pretrained: Path) 
     start = pretrained / pretrain.MODEL
     bigger = {**SIDE_META["la_tok"], "vocab_size": VOCAB + 4}
     with pytest.raises(ValueError, match="lacks 4 tokens.*dvc repro pretrain"):
-        make_vla(from_start("la_tok", start, bigger), 0)
+        make_vla(from_start("la_tok", start, bigger), 0, instructions=WORDS)
 
 
 def test_another_chunk_than_the_start_was_trained_for_names_the_head_weights(pretrained: Path) -> None:
     spec = from_start("baseline", pretrained / pretrain.MODEL, {})
     with pytest.raises(ValueError, match="action head does not match.*queries"):
-        make_vla(dataclasses.replace(spec, chunk=ARCH.chunk + 2), 0)
+        make_vla(dataclasses.replace(spec, chunk=ARCH.chunk + 2), 0, instructions=WORDS)
 
 
 def test_finetune_from_the_start_records_it(pretrained: Path, tmp_path: Path) -> None:

@@ -23,7 +23,8 @@ from tests.synthetic import write_moving_square_dataset
 REPO = Path(__file__).resolve().parents[2]
 OFF = TrackingParams(enabled=False, uri="", experiment="test")
 TINY: dict[str, Any] = {
-    "chunk": 4, "cameras": ["corner", "gripperPOV"], "normalization": "quantile", "threads": 1, "shift": 2,
+    "chunk": 4, "val_fraction": 0.1, "cameras": ["corner", "gripperPOV"], "normalization": "quantile", "threads": 1,
+    "shift": 2,
     "model": {"widths": [8, 16], "feature_dim": 16, "task_dim": 4, "proprio_hidden": 8, "hidden": 32, "layers": 2},
     "train": {"steps": 4, "batch_size": 4, "lr": 0.001, "weight_decay": 0.0, "warmup_steps": 1, "schedule": "constant",
               "grad_clip": 1.0, "precision": "auto", "log_every": 2, "checkpoint_every": 2, "seed": 0},
