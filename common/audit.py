@@ -19,8 +19,8 @@ from typing import Any, Callable
 from common.config import load_section
 from common.dvc_graph import GraphError, StageInfo, dvc_md5, dvcignore, read_stages, with_upstream
 from common.lineage import DEP_TAG, OUT_TAG, PARAMS_TAG, recorded
-from common.tracking import (LOCK_DEP_TAG, LOCK_OUT_TAG, LOCK_PARAMS_TAG, TrackingParams, flatten, params_digest,
-                             stage_runs)
+from common.study_runs import LOCK_DEP_TAG, LOCK_OUT_TAG, LOCK_PARAMS_TAG, stage_runs
+from common.tracking import TrackingParams, flatten, params_digest
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,7 +171,7 @@ def _same(recorded: str, locked: Any) -> bool:
 
 def _records(tags: dict[str, str]) -> dict[str, tuple[dict[str, str], dict[str, str], str | None]]:
     """The (inputs, outputs, params digest) a run recorded: the stage's own hashes (common/lineage.py) and the
-    flow's copy of dvc.lock (common/tracking.py `lineage_tags`), whichever it has."""
+    flow's copy of dvc.lock (common/study_runs.py `lineage_tags`), whichever it has."""
     sources = {"the stage's own hashes": (DEP_TAG, OUT_TAG, PARAMS_TAG),
                "the flow's dvc.lock entry": (LOCK_DEP_TAG, LOCK_OUT_TAG, LOCK_PARAMS_TAG)}
     return {source: (recorded(tags, dep), recorded(tags, out), tags.get(params))

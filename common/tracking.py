@@ -20,7 +20,6 @@ from typing import Any, Mapping
 
 from common.config import Problem
 from common.cpu import kernel_settings
-from common.dvc_graph import StageInfo
 from common.lineage import ARTIFACT, DVC_STAGE_ENV, STATUS_TAG, Declared, Record, declared
 from common.provenance import PROJECT_ROOT, git_commit
 
@@ -28,8 +27,6 @@ log = logging.getLogger(__name__)
 
 # Set by the study flow so that each stage's run becomes a child of one study run.
 PARENT_RUN_ENV = "LASD_PARENT_RUN_ID"
-# Tags of the lineage record (see `lineage_tags`): one per dependency/output path, holding DVC's md5.
-LOCK_DEP_TAG, LOCK_OUT_TAG, LOCK_PARAMS_TAG = "dvc.lock.dep.", "dvc.lock.out.", "dvc.lock.params"
 _MAX_PARAM_LEN = 6000  # MLflow's limit on a parameter value
 # Which process owns a RUNNING run: a later run of the same stage ends it as KILLED once that process is gone.
 HOST_TAG, PID_TAG = "process.host", "process.pid"
@@ -120,7 +117,7 @@ class StageRun:
         else:
             os.environ["MLFLOW_TRACKING_URI"] = before
         self._client = mlflow.MlflowClient()
-        experiment_id = _experiment_id(self._client, self.tracking, self.root)
+        experiment_id = experiment_of(self._client, self.tracking, self.root)
         tags = {"git.commit": git_commit(self.root), **kernel_settings()}
         if os.environ.get(PARENT_RUN_ENV):
             tags["mlflow.parentRunId"] = os.environ[PARENT_RUN_ENV]
@@ -237,9 +234,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-# --- Lineage: one parent run per study execution, one child run per stage, tagged with its dvc.lock entry ---
-
-
 def params_digest(locked_params: Mapping[str, Any]) -> str:
     """A short, stable digest of a stage's locked params ({params file: {key: value}})."""
     return hashlib.md5(json.dumps(locked_params, sort_keys=True).encode()).hexdigest()
@@ -263,23 +257,7 @@ def set_tags(client: Any, run_id: str, tags: Mapping[str, str]) -> None:
     log_batches(client, run_id, "tags", [RunTag(k, str(v)) for k, v in tags.items()])
 
 
-def lineage_tags(stage: StageInfo) -> dict[str, str]:
-    """A stage's dvc.lock entry as run tags: DVC's md5 of each dependency and output, and a digest of its params."""
-    tags = {f"{LOCK_DEP_TAG}{d.path}": d.md5 or "" for d in stage.deps}
-    tags.update({f"{LOCK_OUT_TAG}{o.path}": o.md5 or "" for o in stage.outs})
-    tags[LOCK_PARAMS_TAG] = params_digest(stage.locked_params)
-    tags["dvc.stage"] = stage.name
-    return tags
-
-
-def _client_and_experiment(tracking: TrackingParams, root: Path) -> tuple[Any, str]:
-    import mlflow
-
-    client = mlflow.MlflowClient(resolve_tracking_uri(tracking, root))
-    return client, _experiment_id(client, tracking, root)
-
-
-def _experiment_id(client: Any, tracking: TrackingParams, root: Path) -> str:
+def experiment_of(client: Any, tracking: TrackingParams, root: Path) -> str:
     """The experiment's id, created if new: in the default store (sqlite in `root`) with its artifacts in
     `root`/mlruns/<experiment>, not under whichever folder the process that created it was started in."""
     from mlflow.exceptions import MlflowException
@@ -293,50 +271,3 @@ def _experiment_id(client: Any, tracking: TrackingParams, root: Path) -> str:
         return client.create_experiment(tracking.experiment, artifact_location=location)
     except MlflowException:  # a stage beside this one created it first
         return client.get_experiment_by_name(tracking.experiment).experiment_id
-
-
-def open_study_run(tracking: TrackingParams, root: Path, name: str, tags: Mapping[str, str]) -> str | None:
-    """Start the parent run of one study execution; None when tracking is off. Hand its id to stages via
-    the environment variable PARENT_RUN_ENV."""
-    if not tracking.enabled:
-        return None
-    client, experiment_id = _client_and_experiment(tracking, root)
-    run = client.create_run(experiment_id, run_name=name, tags={"git.commit": git_commit(root), **tags})
-    return run.info.run_id
-
-
-def close_run(tracking: TrackingParams, root: Path, run_id: str | None, failed: bool) -> None:
-    """Mark a run FINISHED or FAILED (nothing when tracking is off)."""
-    if run_id is not None:
-        client, _ = _client_and_experiment(tracking, root)
-        client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
-
-
-def stage_runs(tracking: TrackingParams, root: Path, stage: str, parent_run_id: str | None = None) -> list[Any]:
-    """FINISHED MLflow runs of a stage (its DVC address), newest first; only a study's children if a parent is given."""
-    client, experiment_id = _client_and_experiment(tracking, root)
-    query = f"tags.`dvc.stage` = '{stage}' and attributes.status = 'FINISHED'"
-    if parent_run_id:
-        query += f" and tags.`mlflow.parentRunId` = '{parent_run_id}'"
-    return list(client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1000))
-
-
-def record_stage_lineage(tracking: TrackingParams, root: Path, parent_run_id: str, stage: StageInfo) -> str:
-    """Tag the stage's child run of this study with its dvc.lock entry; return the run id.
-
-    A stage DVC found up to date (or one that does not track itself) has no run under this parent: a child run is
-    created for it, tagged `lineage.source = flow`, so every stage of every study execution has its record.
-    """
-    client, experiment_id = _client_and_experiment(tracking, root)
-    runs = stage_runs(tracking, root, stage.name, parent_run_id)
-    if runs:
-        run_id = runs[0].info.run_id
-        source = "stage"
-    else:
-        run = client.create_run(experiment_id, run_name=stage.name, tags={
-            "mlflow.parentRunId": parent_run_id, "git.commit": git_commit(root)})
-        run_id, source = run.info.run_id, "flow"
-    set_tags(client, run_id, {**lineage_tags(stage), "lineage.source": source})
-    if source == "flow":
-        client.set_terminated(run_id, status="FINISHED")
-    return run_id

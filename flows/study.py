@@ -26,7 +26,8 @@ from common import prefork
 from common.config import ParamsError, load_section, read_yaml
 from common.dvc_graph import StageInfo, read_stages, with_upstream
 from common.study import SECTION, load_study
-from common.tracking import PARENT_RUN_ENV, TrackingParams, close_run, open_study_run, record_stage_lineage
+from common.study_runs import close_run, open_study_run, record_stage_lineage
+from common.tracking import PARENT_RUN_ENV, TrackingParams
 
 RunnerKind = Literal["thread", "dask", "ray"]
 FLOW_NAME = "latent-action-study"

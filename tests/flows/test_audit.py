@@ -11,7 +11,8 @@ import pytest
 
 from common.audit import audit, find_reported_number
 from common.dvc_graph import GraphError, read_stages
-from common.tracking import TrackingParams, open_study_run, record_stage_lineage
+from common.study_runs import open_study_run, record_stage_lineage
+from common.tracking import TrackingParams
 from flows.audit import main
 from tests.flows.toy import PROJECT, dvc, toy_repo
 

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from common import prefork
-from common.tracking import LOCK_OUT_TAG, TrackingParams, resolve_tracking_uri
+from common.study_runs import LOCK_OUT_TAG
+from common.tracking import TrackingParams, resolve_tracking_uri
 from flows.study import FlowOptions, run_study
 from tests.flows.toy import PROJECT, dvc, hand_over_files, init_repo, toy_repo, tracking_section
 

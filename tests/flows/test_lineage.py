@@ -12,18 +12,15 @@ import yaml
 from common.audit import audit
 from common.dvc_graph import LockedPath, StageInfo, read_stages
 from common.lineage import ARTIFACT, DEP_TAG, OUT_TAG, PARAMS_TAG, STATUS_TAG, declared, recorded
+from common.study_runs import lineage_tags, open_study_run, record_stage_lineage, stage_runs
 from common.tracking import (
     DVC_STAGE_ENV,
     PARENT_RUN_ENV,
     StageRun,
     TrackingParams,
-    lineage_tags,
-    open_study_run,
     params_digest,
-    record_stage_lineage,
     resolve_tracking_uri,
     stage_address,
-    stage_runs,
 )
 from tests.flows.toy import PROJECT, dvc, init_repo, toy_repo
 

@@ -139,7 +139,8 @@ def test_the_mlflow_run_records_its_lineage_and_logs_its_metrics_and_curve(datas
 
     from common.dvc_graph import dvc_md5
     from common.lineage import ARTIFACT, DEP_TAG, OUT_TAG, recorded
-    from common.tracking import resolve_tracking_uri, stage_runs
+    from common.study_runs import stage_runs
+    from common.tracking import resolve_tracking_uri
 
     root = link(dataset, tmp_path, DEMOS)
     for name in ("dvc.yaml", "params.yaml"):  # the study's own DAG: the run finds its entry there
