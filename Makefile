@@ -20,7 +20,8 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup system-deps study smoke test bench-collect bench-lam bench-evaluate clean-venv study-parallel audit bench-action-vq bench-extract bench-finetune bench-stage-startup
+.PHONY: setup system-deps study smoke test bench-collect bench-lam bench-evaluate clean-venv study-parallel audit \
+	bench-action-vq bench-extract bench-finetune
 
 setup: system-deps $(INSTALLED)
 
@@ -76,9 +77,6 @@ bench-finetune: setup   # needs `dvc repro collect`: default finetune samples/s,
 
 clean-venv:
 	rm -rf $(VENV)
-
-bench-stage-startup: setup   # builds the smoke project in a temporary folder (~3.5 min), then times stage start-up (~3 min)
-	$(PY) -m benchmarks.stage_startup
 
 .PHONY: bench-cpu-pins
 bench-cpu-pins: setup   # needs `dvc repro collect`: finetune samples/s with and without the AVX2 kernel pins (~2 min)

@@ -7,7 +7,7 @@ OpenBLAS (`OPENBLAS_CORETYPE`). An AVX-512 kernel rounds differently from an AVX
 training run's weights differ bit for bit between CPU generations (docs/reproducibility.md). `pin_cpu_kernels` sets
 all of them to AVX2, a floor nearly every x86-64 CPU meets. common/__init__.py calls it, and every process of the
 study imports common before torch: each stage (`python -m stages.<name>`, under DVC or not: stages/__init__.py
-imports common.prefork), the pre-forking launcher (`python -m common.prefork`) and the flow (`python -m flows`).
+imports common) and the flow (`python -m flows`).
 
 - A value already in the environment wins (os.environ.setdefault); `LASD_CPU_PINS=0` sets none (faster on an
   AVX-512 CPU, not reproducible elsewhere). What is in force is recorded: `kernel_settings` in each stage's MLflow
@@ -38,9 +38,9 @@ log = logging.getLogger(__name__)
 PINS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2",
         "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR", "OPENBLAS_CORETYPE": "Haswell"}
 OPT_OUT_ENV = "LASD_CPU_PINS"  # "0": pin nothing
-# Every variable that decides the CPU kernels when a library first loads or runs: a process whose values differ
-# from another's cannot run in a fork of it (common/prefork.py). DNNL_ is oneDNN's older prefix;
-# MKL_ENABLE_INSTRUCTIONS caps MKL; NPY_ENABLE_CPU_FEATURES is NumPy's other switch.
+# Every variable that decides the CPU kernels when a library first loads or runs, as each stage's MLflow tags record
+# them (kernel_settings). DNNL_ is oneDNN's older prefix; MKL_ENABLE_INSTRUCTIONS caps MKL; NPY_ENABLE_CPU_FEATURES
+# is NumPy's other switch.
 KERNEL_ENV = (*PINS, "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "NPY_ENABLE_CPU_FEATURES", OPT_OUT_ENV)
 _X86_64 = ("x86_64", "amd64")
 _AVX2_FLAGS = {"avx2", "fma"}  # torch's AVX2 kernels need both (cpuinfo_has_x86_avx2 and _fma3)

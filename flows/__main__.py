@@ -1,5 +1,4 @@
-"""`python -m flows [STAGE ...] [--max-parallel N] [--retries N] [--runner thread|dask|ray] [--no-prefork]`: run
-the study."""
+"""`python -m flows [STAGE ...] [--max-parallel N] [--retries N] [--runner thread|dask|ray]`: run the study."""
 
 from __future__ import annotations
 
@@ -28,15 +27,12 @@ def main() -> None:
     parser.add_argument("--runner", choices=["thread", "dask", "ray"], default="thread",
                         help="Prefect task runner (dask/ray need prefect-dask/prefect-ray; see docs/scaling-out.md)")
     parser.add_argument("--address", default=None, help="existing Dask scheduler or Ray cluster address")
-    parser.add_argument("--no-prefork", dest="prefork", action="store_false",
-                        help="start every stage command afresh instead of forking it from a launcher that has "
-                        "imported torch, transformers and MLflow once (common/prefork.py)")
     args = parser.parse_args()
     setup_logging()
     try:
         options = FlowOptions(root=args.root, targets=tuple(args.targets), max_parallel=args.max_parallel,
                               retries=args.retries, retry_delay_s=args.retry_delay, runner=args.runner,
-                              address=args.address, prefork=args.prefork)
+                              address=args.address)
         states = run_study(options)
     except (FlowError, GraphError, ParamsError) as exc:
         log.error("study flow failed:\n%s", exc)

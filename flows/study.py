@@ -9,20 +9,16 @@ that must be clean. A stage that fails, after its retries, fails the flow; stage
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import flows  # noqa: F401  (Prefect's offline settings, before Prefect is imported)
-from common import prefork
 from common.config import ParamsError, load_section, read_yaml
 from common.dvc_graph import StageInfo, read_stages, with_upstream
 from common.study import SECTION, load_study
@@ -49,7 +45,6 @@ class FlowOptions:
     retry_delay_s: float
     runner: RunnerKind
     address: str | None  # an existing Dask scheduler / Ray cluster; None starts a local one
-    prefork: bool  # run the stage commands in forks of a launcher that has imported the heavy libraries once
 
     def __post_init__(self) -> None:
         if self.max_parallel < 1:
@@ -87,52 +82,23 @@ def make_task_runner(runner: RunnerKind, max_parallel: int, address: str | None 
     raise FlowError(f"--runner {runner!r}: choose thread, dask or ray")
 
 
-def stage_env(parent_run_id: str | None, launcher: str | None = None) -> dict[str, str]:
-    """The stage command's environment: this interpreter's `python` and `dvc` first, the parent run's id, the
-    pre-forking launcher's socket."""
+def stage_env(parent_run_id: str | None) -> dict[str, str]:
+    """The stage command's environment: this interpreter's `python` and `dvc` first, the parent run's id."""
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     if parent_run_id:
         env[PARENT_RUN_ENV] = parent_run_id
-    if launcher:
-        env[prefork.SOCKET_ENV] = launcher
     return env
 
 
-@contextlib.contextmanager
-def prefork_launcher(root: Path, enabled: bool) -> Iterator[str | None]:
-    """A `python -m common.prefork` process for the flow's duration; yields its socket (None: stages start afresh).
-
-    A Dask or Ray worker on another machine cannot reach the socket, and its stages start afresh as well.
-    """
-    if not enabled or not prefork.available():
-        yield None
-        return
-    folder = Path(tempfile.mkdtemp(prefix="lasd-prefork-"))  # private (0700); a Unix socket path is short
-    socket_path = folder / "socket"
-    process = subprocess.Popen([sys.executable, "-m", "common.prefork", "--socket", str(socket_path),
-                                "--parent", str(os.getpid())], cwd=root,
-                               env=stage_env(None), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-    try:
-        yield str(socket_path)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def repro_stage(stage: str, root: str, parent_run_id: str | None, launcher: str | None) -> None:
+def repro_stage(stage: str, root: str, parent_run_id: str | None) -> None:
     """Prefect task body: `dvc --wait-for-lock repro --single-item <stage>`, its output in the task's log."""
     from prefect import get_run_logger
 
     logger = get_run_logger()
     command = [sys.executable, "-m", "dvc", "--wait-for-lock", "repro", "--single-item", stage]
     logger.info("%s: %s", stage, " ".join(command[2:]))
-    process = subprocess.Popen(command, cwd=root, env=stage_env(parent_run_id, launcher), stdout=subprocess.PIPE,
+    process = subprocess.Popen(command, cwd=root, env=stage_env(parent_run_id), stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     lines = []
     assert process.stdout is not None
@@ -165,8 +131,7 @@ def dvc_status(root: Path, targets: tuple[str, ...]) -> dict[str, Any]:
     return json.loads(done.stdout or "{}")
 
 
-def _study(root: str, targets: tuple[str, ...], retries: int, retry_delay_s: float, launcher: str | None,
-           capacity: int) -> dict[str, str]:
+def _study(root: str, targets: tuple[str, ...], retries: int, retry_delay_s: float, capacity: int) -> dict[str, str]:
     """The flow body: the parent MLflow run around `_execute`, closed FAILED if anything goes wrong."""
     from prefect import get_run_logger
 
@@ -177,7 +142,7 @@ def _study(root: str, targets: tuple[str, ...], retries: int, retry_delay_s: flo
         "study.flow": FLOW_NAME, "study.stages": ",".join(s.name for s in stages)[:5000]})
     get_run_logger().info("%d stage(s): %s; MLflow parent run %s", len(stages), [s.name for s in stages], parent)
     try:
-        states = _execute(root, stages, targets, retries, retry_delay_s, parent, tracking, launcher, capacity)
+        states = _execute(root, stages, targets, retries, retry_delay_s, parent, tracking, capacity)
     except BaseException:
         close_run(tracking, Path(root), parent, failed=True)
         raise
@@ -245,14 +210,14 @@ def first_finished(futures: list[Any]) -> Any:
 
 
 def _execute(root: str, stages: list[StageInfo], targets: tuple[str, ...], retries: int, retry_delay_s: float,
-             parent: str | None, tracking: TrackingParams, launcher: str | None, capacity: int) -> dict[str, str]:
+             parent: str | None, tracking: TrackingParams, capacity: int) -> dict[str, str]:
     """Run every stage after its upstream stages, report failures, then require a clean `dvc status`."""
     from prefect import get_run_logger, task
 
     runner = task(repro_stage, retries=retries, retry_delay_seconds=retry_delay_s)
     states = run_ready_first(
         submission_order(stages), capacity,
-        lambda stage: runner.with_options(name=f"repro {stage.name}").submit(stage.name, root, parent, launcher),
+        lambda stage: runner.with_options(name=f"repro {stage.name}").submit(stage.name, root, parent),
         first_finished)
     failed = {name: state for name, state in states.items() if state == NOT_RUN or not state.is_completed()}
     if parent is not None:  # the stages that completed keep their record even when others failed
@@ -294,6 +259,4 @@ def run_study(options: FlowOptions) -> dict[str, str]:
     runner = make_task_runner(options.runner, options.max_parallel, options.address)
     study = flow(_study, name=FLOW_NAME, task_runner=runner, log_prints=True)
     root = options.root.resolve()
-    with prefork_launcher(root, options.prefork) as launcher:
-        return study(str(root), options.targets, options.retries, options.retry_delay_s, launcher,
-                     options.max_parallel)
+    return study(str(root), options.targets, options.retries, options.retry_delay_s, options.max_parallel)

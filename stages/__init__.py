@@ -1,9 +1,6 @@
-"""One package per DVC stage; stages import common/, never each other.
+"""One package per DVC stage, each run as `python -m stages.<name>`; stages import common/, never each other.
 
-Started as `python -m stages.<name>` under the study flow, a stage runs in a fork of the flow's pre-forking launcher,
-which has imported torch, transformers and MLflow already (common/prefork.py); elsewhere it runs here as usual.
+Importing common first pins torch's CPU kernels before any stage imports torch (common/cpu.py).
 """
 
-from common.prefork import hand_over_stage
-
-hand_over_stage(__name__)
+import common  # noqa: F401

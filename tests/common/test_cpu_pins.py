@@ -104,10 +104,10 @@ def test_no_kernel_follows_the_cpus_own_instruction_set_under_the_pins() -> None
     assert native["sha256"] != pinned["sha256"], "on an AVX-512 CPU, the unpinned kernels should round differently"
 
 
-@pytest.mark.parametrize("module", ["stages.finetune", "common.prefork", "flows"])
+@pytest.mark.parametrize("module", ["stages.finetune", "flows"])
 def test_the_pins_are_set_before_torch_is_imported(module: str) -> None:
     """`python -X importtime` lists each import when it completes, nested under the one that caused it: `common` at
-    the top level of the stage's, launcher's or flow's tree, and before torch's, means torch came after the pins."""
+    the top level of the stage's or flow's tree, and before torch's, means torch came after the pins."""
     done = subprocess.run([sys.executable, "-X", "importtime", "-m", module, "--help"], cwd=ROOT, env=clean_env(),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -118,7 +118,7 @@ def test_the_pins_are_set_before_torch_is_imported(module: str) -> None:
 
 
 def test_a_stage_process_runs_under_the_pins() -> None:
-    code = ("import stages, json, os, torch; from common import cpu; "
+    code = ("import stages.finetune, json, os, torch; from common import cpu; "
             "print(json.dumps({'capability': torch.backends.cpu.get_cpu_capability(), 'pinned': cpu.pinned(), "
             "'env': {k: os.environ.get(k) for k in cpu.PINS}}))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=clean_env(), capture_output=True, text=True,

@@ -128,7 +128,7 @@ def test_the_flow_checks_strategy_names_before_any_stage(tmp_path: Path) -> None
     data["strategy_cfg"]["la_tokk"] = {"action_weight": 1.0}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
     options = FlowOptions(root=tmp_path, targets=(), max_parallel=1, retries=0, retry_delay_s=0, runner="thread",
-                          address=None, prefork=False)
+                          address=None)
     with pytest.raises(FlowError, match=r"strategy_cfg.la_tokk = .*: is not a registered strategy"):
         run_study(options)  # no dvc.yaml here: the check comes first
 

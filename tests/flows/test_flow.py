@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import yaml
 
-from common import prefork
 from common.study_runs import LOCK_OUT_TAG
 from common.tracking import TrackingParams, resolve_tracking_uri
 from flows.study import FlowOptions, run_study
-from tests.flows.toy import PROJECT, dvc, hand_over_files, init_repo, toy_repo, tracking_section
+from tests.flows.toy import PROJECT, dvc, toy_repo
 
 
 def test_independent_stages_run_concurrently_then_status_is_clean(tmp_path: Path,
@@ -23,7 +21,7 @@ def test_independent_stages_run_concurrently_then_status_is_clean(tmp_path: Path
     root = toy_repo(tmp_path / "repo", sleep_s=4.0)
     monkeypatch.setenv("PYTHONPATH", str(PROJECT))  # the `join` stage imports common.tracking
     options = FlowOptions(root=root, targets=(), max_parallel=2, retries=0, retry_delay_s=0, runner="thread",
-                          address=None, prefork=False)
+                          address=None)
     states = run_study(options)
     assert states == {"sleep@a": "Completed", "sleep@b": "Completed", "join": "Completed"}
 
@@ -140,32 +138,3 @@ def test_stages_downstream_of_a_failure_do_not_run_and_the_others_do() -> None:
     assert runner.submitted == ["ok", "boom", "beside"]
     assert states["after"] == states["later"] == NOT_RUN and not states["boom"].is_completed()
     assert states["ok"].is_completed() and states["beside"].is_completed()
-
-
-def test_with_prefork_a_stage_runs_in_a_fork_of_the_flows_launcher(tmp_path: Path) -> None:
-    """The flow starts the launcher and hands its socket through `dvc repro` to `python -m <package>`: the stage finds
-    torch imported already (it never imports it), and the launcher is gone when the flow returns."""
-    main = ("import json, os, sys\nfrom pathlib import Path\nPath('out').mkdir(exist_ok=True)\n"
-            "Path('out/seen.json').write_text(json.dumps({'torch': 'torch' in sys.modules, "
-            "'socket': os.environ.get('LASD_PREFORK_SOCKET')}))\n")
-    files = hand_over_files("toy", main)
-    stages = {"seen": {"cmd": "python -m toy", "deps": ["toy"], "outs": ["out/seen.json"]}}
-    root = init_repo(tmp_path / "repo", {"stages": stages}, {"tracking": tracking_section()}, files)
-    options = FlowOptions(root=root, targets=(), max_parallel=1, retries=0, retry_delay_s=0, runner="thread",
-                          address=None, prefork=True)
-    assert run_study(options) == {"seen": "Completed"}
-    seen = json.loads((root / "out/seen.json").read_text())
-    assert seen == {"torch": True, "socket": None}  # forked from the launcher, which took the socket out of its env
-    assert not _processes_in(root.resolve()), "the launcher outlived the flow"
-
-
-def _processes_in(folder: Path) -> list[int]:
-    """Pids of the processes whose working directory is `folder`."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and Path(os.readlink(entry / "cwd")) == folder:
-                pids.append(int(entry.name))
-        except OSError:
-            pass  # gone meanwhile, or not ours to read
-    return pids

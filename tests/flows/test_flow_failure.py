@@ -18,7 +18,7 @@ def test_failing_stage_is_retried_then_fails_the_flow(tmp_path: Path, monkeypatc
     attempts = tmp_path / "attempts.txt"
     monkeypatch.setenv("TOY_ATTEMPTS", str(attempts))
     options = FlowOptions(root=root, targets=(), max_parallel=2, retries=1, retry_delay_s=0, runner="thread",
-                          address=None, prefork=False)
+                          address=None)
     with pytest.raises(FlowError, match=r"2 of 3 stage\(s\) did not complete") as failure:
         run_study(options)
     assert "boom" in str(failure.value) and "after: not run" in str(failure.value)
@@ -39,5 +39,4 @@ def test_unknown_target_and_bad_options_are_clear_errors(tmp_path: Path) -> None
     with pytest.raises(GraphError, match="no stage"):
         with_upstream(stages, ["afterr"])
     with pytest.raises(FlowError, match="max-parallel"):
-        FlowOptions(root=root, targets=(), max_parallel=0, retries=0, retry_delay_s=0, runner="thread", address=None,
-                    prefork=False)
+        FlowOptions(root=root, targets=(), max_parallel=0, retries=0, retry_delay_s=0, runner="thread", address=None)

@@ -33,7 +33,7 @@ def test_smoke_dag_through_the_flow_then_audit(tmp_path: Path) -> None:
     root = project_repo(tmp_path / "repo", SMOKE)
     # Prefect's Dask task runner on a local cluster of 2 workers, how the study scales out (threads: test_flow)
     options = FlowOptions(root=root, targets=(), max_parallel=2, retries=0, retry_delay_s=0, runner="dask",
-                          address=None, prefork=True)
+                          address=None)
     states = run_study(options)
     items = list(yaml.safe_load((root / "params.yaml").read_text())["study"]["items"])
     expected = ["collect", "collect_pretrain", "pretrain", "lam", "action_vq", "extract",
@@ -43,14 +43,13 @@ def test_smoke_dag_through_the_flow_then_audit(tmp_path: Path) -> None:
     assert set(states.values()) == {"Completed"}, states
     assert dvc_status(root, ()) == {}
 
-    # The flow's stages ran in forks of its launcher; started afresh (a plain `dvc repro`, from scratch), a training
-    # and an evaluation write byte-identical outputs.
-    forked = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    # Run again by a plain `dvc repro`, from scratch, a training and an evaluation write byte-identical outputs.
+    first = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
     shutil.rmtree(root / "checkpoints/finetune/la_tok-0")
     for stage in ("finetune@la_tok-0", "evaluate@la_tok-0"):
         dvc(root, "repro", "-f", "--single-item", stage)
         fresh = yaml.safe_load((root / "dvc.lock").read_text())["stages"][stage]
-        assert fresh["outs"] == forked[stage]["outs"], stage
+        assert fresh["outs"] == first[stage]["outs"], stage
 
     report = json.loads((root / "metrics/report.json").read_text())
     assert set(report["success"]) == {item.split("-")[0] for item in items}

@@ -111,14 +111,6 @@ def failing_repo(root: Path) -> Path:
     return init_repo(root, {"stages": stages}, {"tracking": tracking_section()}, {"stage.py": STAGE_SCRIPT})
 
 
-def hand_over_files(package: str, main: str) -> dict[str, str]:
-    """A `common/` holding the launcher (common/prefork.py) and a package that hands `python -m <package>` over to it
-    as stages/ does, running `main`."""
-    return {"common/__init__.py": "", "common/prefork.py": (PROJECT / "common/prefork.py").read_text(),
-            f"{package}/__init__.py": "from common.prefork import hand_over_stage\n\nhand_over_stage(__name__)\n",
-            f"{package}/__main__.py": main}
-
-
 def project_files() -> dict[str, str]:
     """The project's DAG and the code its stages run (dvc.yaml, params.yaml, common/, stages/, .dvcignore):
     tracked files and new ones git does not ignore, as they are in the working tree now."""
