@@ -52,7 +52,10 @@ def close_run(tracking: TrackingParams, root: Path, run_id: str | None, failed: 
 
 def stage_runs(tracking: TrackingParams, root: Path, stage: str, parent_run_id: str | None = None) -> list[Any]:
     """FINISHED MLflow runs of a stage (its DVC address), newest first; only a study's children if a parent is given."""
-    client, experiment_id = client_and_experiment(tracking, root)
+    return _finished_runs(*client_and_experiment(tracking, root), stage, parent_run_id)
+
+
+def _finished_runs(client: Any, experiment_id: str, stage: str, parent_run_id: str | None) -> list[Any]:
     query = f"tags.`dvc.stage` = '{stage}' and attributes.status = 'FINISHED'"
     if parent_run_id:
         query += f" and tags.`mlflow.parentRunId` = '{parent_run_id}'"
@@ -66,7 +69,7 @@ def record_stage_lineage(tracking: TrackingParams, root: Path, parent_run_id: st
     created for it, tagged `lineage.source = flow`, so every stage of every study execution has its record.
     """
     client, experiment_id = client_and_experiment(tracking, root)
-    runs = stage_runs(tracking, root, stage.name, parent_run_id)
+    runs = _finished_runs(client, experiment_id, stage.name, parent_run_id)
     if runs:
         run_id = runs[0].info.run_id
         source = "stage"

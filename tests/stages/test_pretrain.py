@@ -23,18 +23,17 @@ from common.tracking import TrackingParams
 from common.vla.build import WEIGHTS, VlaSpec, make_vla
 from common.vla.pretrained import BACKBONE_WEIGHTS, HEAD_WEIGHTS, PRETRAIN_META, fresh_parameters
 from common.vla.strategies import PLACEHOLDER, STRATEGIES
-from common.vla.tokenizer import task_instructions
 from stages import collect_pretrain, pretrain
 from stages.collect_pretrain.__main__ import main as collect_main
 from stages.finetune import DEMOS as STUDY_DEMOS
 from stages.finetune import Item, outputs
 from stages.pretrain.__main__ import main as pretrain_main
+from tests.common.test_vla import WORDS
 from tests.stages.test_finetune import CODEBOOK, CODES, TINY, VOCAB, cfg, tiny, write_latents
 from tests.synthetic import write_moving_square_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 OFF = TrackingParams(enabled=False, uri="", experiment="test")
-WORDS = task_instructions("metaworld")  # what the tiny tokenizer learns from
 STUDY = {"simulator": "metaworld", "tasks": ["drawer-open-v3", "door-open-v3"], "demos_per_task": 2,
          "val_demos_per_task": 1,
          "heldout_layouts_per_task": 1, "max_attempts_per_task": 6, "max_episode_steps": 200,
